@@ -1,0 +1,154 @@
+"""Parameter profiles (``params/<profile>.yaml``), validated against the notebooks themselves.
+
+Each chapter notebook declares its parameters in the cell tagged ``parameters`` as typed,
+commented assignments (``epochs: int = 200  # ...``). That cell is the schema: a profile may only
+set names the cell declares, with values of the declared type. Everything is checked before any
+work starts and every problem is reported in one error. No torch here.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+#: Parameters the runner provides itself; a profile must not set them.
+RUNNER_PARAMETERS = ("profile", "executed_dir")
+PROFILE_KEYS = ("description", "chapters")
+
+
+class ProfileError(ValueError):
+    """A parameter profile that does not fit the notebooks; the message lists every problem."""
+
+
+@dataclass(frozen=True)
+class Parameter:
+    name: str
+    annotation: str  # as written, e.g. "int", "str | None", "list[str]"
+    default: Any
+    help: str
+
+
+def parameters_cell(nb: dict) -> dict | None:
+    """The first code cell tagged ``parameters``, or None."""
+    for cell in nb.get("cells", []):
+        if cell.get("cell_type") == "code" and "parameters" in cell.get("metadata", {}).get("tags", []):
+            return cell
+    return None
+
+
+def _source(cell: dict) -> str:
+    src = cell.get("source", "")
+    return "".join(src) if isinstance(src, list) else src
+
+
+def notebook_parameters(path: Path) -> dict[str, Parameter]:
+    """Parse the typed assignments of a notebook's ``parameters`` cell."""
+    nb = json.loads(Path(path).read_text())
+    cell = parameters_cell(nb)
+    if cell is None:
+        raise ProfileError(f"{path}: no code cell tagged 'parameters'; every chapter needs one")
+    source = _source(cell)
+    lines = source.splitlines()
+    params: dict[str, Parameter] = {}
+    for node in ast.parse(source).body:
+        if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and node.value is not None:
+            line = lines[node.lineno - 1]
+            comment = line.split("#", 1)[1].strip() if "#" in line else ""
+            try:
+                default = ast.literal_eval(node.value)
+            except ValueError:
+                default = ast.unparse(node.value)
+            params[node.target.id] = Parameter(node.target.id, ast.unparse(node.annotation), default, comment)
+        elif isinstance(node, (ast.Assign, ast.AugAssign)):
+            raise ProfileError(f"{path}: parameters cell line {node.lineno}: write parameters as "
+                               "'name: type = value  # help' so they are typed and documented")
+    return params
+
+
+def _matches(value: Any, annotation: str) -> bool:
+    """Whether a YAML value fits a (simple) type annotation as written in a parameters cell."""
+    ann = annotation.replace(" ", "")
+    if ann.startswith("Optional[") and ann.endswith("]"):
+        ann = ann[len("Optional["):-1] + "|None"
+    if "|" in ann:
+        return any(_matches(value, part) for part in ann.split("|"))
+    if ann == "None":
+        return value is None
+    if ann == "bool":
+        return isinstance(value, bool)
+    if ann == "int":
+        return isinstance(value, int) and not isinstance(value, bool)
+    if ann == "float":
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if ann == "str":
+        return isinstance(value, str)
+    if ann in ("list", "tuple") or ann.startswith(("list[", "tuple[")):
+        if not isinstance(value, list):
+            return False
+        inner = ann[ann.index("[") + 1:-1] if "[" in ann else ""
+        inner = inner.split(",")[0] if inner else ""
+        return not inner or inner == "..." or all(_matches(v, inner) for v in value)
+    if ann == "dict" or ann.startswith("dict["):
+        return isinstance(value, dict)
+    return True  # an annotation we do not model: accept rather than guess
+
+
+def load_profile(path: Path) -> dict:
+    """Read a profile file; a missing file names the profiles that exist."""
+    path = Path(path)
+    if not path.is_file():
+        available = sorted(p.stem for p in path.parent.glob("*.yaml")) if path.parent.is_dir() else []
+        raise ProfileError(f"no profile {path.stem!r} ({path} does not exist); "
+                           f"available profiles: {', '.join(available) or 'none'}")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ProfileError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise ProfileError(f"{path}: a profile is a mapping with keys {', '.join(PROFILE_KEYS)}")
+    return data
+
+
+def validate_profile(profile: dict, notebooks: dict[str, Path], source: str = "profile") -> dict[str, dict]:
+    """Check a profile against the notebooks' parameter cells.
+
+    ``notebooks`` maps chapter id -> notebook path. Returns chapter id -> parameters to inject.
+    Raises one ProfileError listing every problem and what is allowed.
+    """
+    problems: list[str] = []
+    for key in profile:
+        if key not in PROFILE_KEYS:
+            problems.append(f"unknown top-level key {key!r}; allowed: {', '.join(PROFILE_KEYS)}")
+    chapters = profile.get("chapters") or {}
+    if not isinstance(chapters, dict):
+        raise ProfileError(f"{source}: 'chapters' must map chapter ids to parameter mappings")
+    out: dict[str, dict] = {}
+    for chapter, values in chapters.items():
+        if chapter not in notebooks:
+            problems.append(f"unknown chapter {chapter!r}; chapters in _toc.yml: {', '.join(notebooks)}")
+            continue
+        values = values or {}
+        if not isinstance(values, dict):
+            problems.append(f"chapter {chapter!r}: expected a mapping of parameters, got {type(values).__name__}")
+            continue
+        declared = notebook_parameters(notebooks[chapter])
+        settable = {k: v for k, v in declared.items() if k not in RUNNER_PARAMETERS}
+        for name, value in values.items():
+            if name in RUNNER_PARAMETERS:
+                problems.append(f"chapter {chapter!r}: {name!r} is set by the runner, not by a profile")
+            elif name not in settable:
+                allowed = ", ".join(f"{p.name}: {p.annotation}" for p in settable.values()) or "none"
+                problems.append(f"chapter {chapter!r}: unknown parameter {name!r}; allowed: {allowed}")
+            elif not _matches(value, settable[name].annotation):
+                problems.append(f"chapter {chapter!r}: parameter {name!r} must be {settable[name].annotation}, "
+                                f"got {value!r} ({type(value).__name__})")
+        out[chapter] = dict(values)
+    if problems:
+        raise ProfileError(f"{source}: " + ("\n  - " if len(problems) > 1 else "")
+                           + "\n  - ".join(problems))
+    return out
