@@ -1,0 +1,374 @@
+"""The training loop: one plain function, extended only through callbacks.
+
+:func:`run` trains a :class:`RunConfig` into the store, or loads it if the store already has it
+finished, or resumes it from its last checkpoint if it was interrupted.
+
+History: one dict per epoch, ``epoch`` counting from 1::
+
+    epoch, train_loss, train_acc, test_loss, test_acc, [val_loss, val_acc,] lr,
+    epoch_seconds, images_per_s
+
+Accuracies are in percent. ``train_*`` are averaged over the epoch's batches as they were trained
+(augmented data, model in train mode, weights changing), the usual running figures; ``test_*`` and
+``val_*`` are measured after the epoch in eval mode. ``lr`` is the learning rate used during the
+epoch (the scheduler steps after it). ``epoch_seconds`` is training plus evaluation wall time;
+``images_per_s`` counts training images over training time only.
+
+Reproducibility: the seed fixes model init and the data order/augmentation (the loaders derive
+each epoch's randomness from ``(seed, epoch)``); a checkpoint stores model, optimizer, scheduler
+and the torch / numpy / python RNG states after every epoch, so on CPU a run killed and resumed
+ends with exactly the same losses and accuracies as one never interrupted. On CUDA cuDNN
+autotuning (enabled for speed) and atomics make runs close but not bit-identical.
+
+Divergence: a non-finite training loss ends the run with status ``"diverged"``; the epochs
+completed before it stay in the history, the last good checkpoint is kept, and :func:`run`
+returns normally so a notebook can plot what there is.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import platform
+import random
+import time
+import traceback
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from cifar_utils.progress import progress_bar
+
+from . import store as st
+from .callbacks import Callback, Callbacks, TrainState
+from .config import RunConfig
+from .datasets import load_for_config
+from .losses import create_loss
+
+#: How often (in steps) the loop checks the running training loss for NaN/inf (a GPU sync).
+NAN_CHECK_EVERY = 50
+#: Evaluation batch size (fixed, so that test numbers do not depend on the training batch size).
+EVAL_BATCH_SIZE = 512
+
+
+class Diverged(Exception):
+    """Raised inside the loop when the training loss stops being finite."""
+
+
+# --- execution settings ------------------------------------------------------------------------
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """``"auto"`` -> ``cuda`` when available, else ``cpu``; anything else as given."""
+    if isinstance(device, torch.device):
+        return device
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """``"auto"`` -> ``"bf16"`` on CUDA, ``"fp32"`` elsewhere."""
+    if precision == "auto":
+        return "bf16" if device.type == "cuda" else "fp32"
+    return precision
+
+
+def resolve_channels_last(channels_last: bool | None, device: torch.device) -> bool:
+    return device.type == "cuda" if channels_last is None else bool(channels_last)
+
+
+def autocast(device: torch.device, precision: str):
+    """The forward-pass context: bf16 autocast, or nothing for fp32."""
+    if precision == "bf16":
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"{device.type}: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def rng_state() -> dict[str, Any]:
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+# --- evaluation -------------------------------------------------------------------------------
+
+@torch.no_grad()
+def evaluate(model: torch.nn.Module, loader: Iterable, loss_fn, device: torch.device,
+             precision: str = "fp32") -> tuple[float, float]:
+    """Mean loss and accuracy (percent) of ``model`` (put in eval mode) over ``loader``."""
+    model.eval()
+    loss_sum = torch.zeros((), device=device, dtype=_acc_dtype(device))
+    correct = torch.zeros((), device=device, dtype=torch.int64)
+    seen = 0
+    for x, y in loader:
+        with autocast(device, precision):
+            out = model(x)
+        out = out.float()
+        loss_sum += loss_fn(out, y).detach() * y.shape[0]
+        correct += (out.argmax(1) == y).sum()
+        seen += y.shape[0]
+    if seen == 0:
+        return float("nan"), float("nan")
+    return loss_sum.item() / seen, 100.0 * correct.item() / seen
+
+
+def _acc_dtype(device: torch.device) -> torch.dtype:
+    return torch.float32 if device.type == "mps" else torch.float64
+
+
+# --- the entry point -----------------------------------------------------------------------------
+
+def run(config: RunConfig, *, runs_dir: str | Path | None = None, callbacks: Iterable[Callback] = (),
+        progress: bool = True, resume: bool = True, retrain: bool = False) -> st.Run:
+    """Train ``config`` (or load / resume it) in the store at ``runs_dir``; return the :class:`Run`.
+
+    * A run already **finished** or **diverged** in the store is loaded, not retrained: no hook is
+      called, except :meth:`Callback.load_state_dict` with what the stored run's callbacks saved.
+    * An unfinished run (killed, failed, interrupted) **resumes** from its last checkpoint, or,
+      with ``resume=False``, its folder is moved aside and training restarts from scratch.
+    * ``retrain=True`` moves any existing folder aside (``<name>.old-<timestamp>``) and trains anew.
+      Nothing in the store is ever deleted.
+    * A diverged run returns normally with ``run.status == "diverged"``; other exceptions mark the
+      run ``failed`` (``interrupted`` for Ctrl-C) and propagate; calling again resumes it.
+    """
+    if not isinstance(config, RunConfig):
+        raise TypeError(f"run() takes a RunConfig, got {type(config).__name__}")
+    config.validate()
+    cbs = Callbacks(callbacks)
+    store = st.RunStore(runs_dir)
+    path = store.path_for(config)
+    if not retrain:  # fast path, no lock and no writes: works on a read-only store
+        existing = _existing_run(path, config)
+        if existing is not None and existing.status in st.DONE:
+            if cbs.items:
+                cbs.load_state_dicts(existing.callback_states)
+            return existing
+    path.mkdir(parents=True, exist_ok=True)
+
+    moved = False
+    with st.run_lock(path):
+        existing = _existing_run(path, config)
+        if existing is not None and existing.status in st.DONE and not retrain:
+            if cbs.items:
+                cbs.load_state_dicts(existing.callback_states)
+            return existing
+        if existing is not None and (retrain or not resume):
+            st.move_aside(path)
+            moved = True
+    if moved:
+        path.mkdir(parents=True, exist_ok=True)
+    with st.run_lock(path):
+        return _train(config, path, cbs, progress)
+
+
+def _existing_run(path: Path, config: RunConfig) -> st.Run | None:
+    if not (path / st.CONFIG_FILE).is_file():
+        return None
+    existing = st.load_run(path)
+    if existing.config.to_dict() != config.to_dict():
+        raise RuntimeError(f"{path} holds a different config (a key collision, or the config format changed); "
+                           "use another runs_dir or move that folder away")
+    return existing
+
+
+def _train(config: RunConfig, path: Path, cbs: Callbacks, progress: bool) -> st.Run:
+    """Mark the run as running, train it, and mark it failed/interrupted if anything raises."""
+    st.remove_stale_temps(path)
+    info = st.read_json(path / st.STATUS_FILE, {}) or {}
+    if not (path / st.CONFIG_FILE).is_file() or not (path / st.CHECKPOINT_FILE).is_file():
+        st.atomic_write_json(config.to_dict(), path / st.CONFIG_FILE)
+        st.atomic_write_json([], path / st.HISTORY_FILE)
+        info = {"created": info.get("created") or st.now_iso(), "sessions": info.get("sessions", 0)}
+    for stale in ("error", "diverged_at", "finished"):
+        info.pop(stale, None)
+    info.update(status=st.RUNNING, updated=st.now_iso(), torch_version=torch.__version__,
+                sessions=int(info.get("sessions", 0)) + 1)
+    st.atomic_write_json(info, path / st.STATUS_FILE)
+    try:
+        return _fit(config, path, cbs, progress, info)
+    except BaseException as exc:
+        info.update(status=st.INTERRUPTED if isinstance(exc, KeyboardInterrupt) else st.FAILED,
+                    updated=st.now_iso(), error="".join(traceback.format_exception_only(type(exc), exc)).strip())
+        with contextlib.suppress(Exception):
+            st.atomic_write_json(info, path / st.STATUS_FILE)
+        raise
+
+
+def _fit(config: RunConfig, path: Path, cbs: Callbacks, progress: bool, info: dict) -> st.Run:
+    from cifar_utils.data import make_loaders
+    from cifar_utils.models import create_model, model_options
+    from cifar_utils.optim import create_optimizer, create_scheduler, optimizer_options, scheduler_step
+
+    device = resolve_device(config.device)
+    precision = resolve_precision(config.precision, device)
+    channels_last = resolve_channels_last(config.channels_last, device)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+
+    # data
+    seed_everything(config.seed)
+    ds = load_for_config(config)
+    loaders = make_loaders(ds, batch_size=config.batch_size, eval_batch_size=EVAL_BATCH_SIZE, device=device,
+                           augment=config.augment, cutout=config.cutout, seed=config.seed,
+                           channels_last=channels_last)
+    if config.monitor == "val" and loaders.val is None:
+        raise ValueError("monitor='val' but the dataset has no validation split (val_size > 0?)")
+
+    # model, optimizer, scheduler
+    model_args: dict[str, Any] = {"num_classes": len(ds.classes)}
+    if "in_channels" in model_options(config.model) and "in_channels" not in config.model_options:
+        model_args["in_channels"] = int(ds.x_train.shape[1])
+    seed_everything(config.seed)
+    model = create_model(config.model, **model_args, **dict(config.model_options)).to(device)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    accepted = optimizer_options(config.optimizer)
+    common = {k: getattr(config, k) for k in ("momentum", "weight_decay") if accepted is None or k in accepted}
+    optimizer = create_optimizer(config.optimizer, model, lr=config.lr, **common, **dict(config.optimizer_options))
+    scheduler = create_scheduler(config.scheduler, optimizer, epochs=config.epochs, **dict(config.scheduler_options))
+    loss_fn = create_loss(config.loss)
+    step_model = torch.compile(model, mode=config.compile_mode) if config.compile else model
+
+    # resume?
+    history: list[dict] = []
+    start_epoch, step, wall = 0, 0, 0.0
+    resumed_from = None
+    ckpt_path = path / st.CHECKPOINT_FILE
+    if ckpt_path.is_file():
+        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)  # our own file
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        scheduler.load_state_dict(ckpt["scheduler"])
+        history = list(ckpt["history"])
+        start_epoch, step, wall = int(ckpt["epoch"]), int(ckpt["step"]), float(ckpt["wall_seconds"])
+        cbs.load_state_dicts(ckpt.get("callbacks"))
+        set_rng_state(ckpt["rng"])
+        resumed_from = start_epoch
+    info.update(device=str(device), device_name=device_name(device), precision=precision,
+                channels_last=channels_last, wall_seconds=wall, epochs_done=len(history), model_args=model_args)
+    if resumed_from is not None:
+        info["resumed_from"] = resumed_from
+    st.atomic_write_json(info, path / st.STATUS_FILE)
+
+    state = TrainState(config=config, model=model, optimizer=optimizer, scheduler=scheduler, loss_fn=loss_fn,
+                       loaders=loaders, device=device, path=path, history=history, step=step,
+                       resumed_from=resumed_from)
+    has_after_backward, has_after_step = cbs.has("after_backward"), cbs.has("after_step")
+    status = st.RUNNING
+    with progress_bar(total=config.epochs, desc=path.name, disable=not progress) as bar:
+        if start_epoch:
+            bar.update(start_epoch)
+        try:
+            cbs("on_fit_start", state)
+            for epoch in range(start_epoch, config.epochs):
+                if state.stop:
+                    break
+                t0 = time.perf_counter()
+                state.epoch = epoch
+                loaders.train.set_epoch(epoch)
+                lr = optimizer.param_groups[0]["lr"]
+                model.train()
+                step_model.train()
+                cbs("on_epoch_start", state)
+                loss_sum = torch.zeros((), device=device, dtype=_acc_dtype(device))
+                correct = torch.zeros((), device=device, dtype=torch.int64)
+                seen = 0
+                for i, (x, y) in enumerate(loaders.train):
+                    with autocast(device, precision):
+                        out = step_model(x)
+                    loss = loss_fn(out.float(), y)
+                    optimizer.zero_grad(set_to_none=True)
+                    loss.backward()
+                    state.batch_index, state.x, state.y, state.output, state.loss = i, x, y, out, loss
+                    if has_after_backward:
+                        cbs("after_backward", state)
+                    if config.grad_clip is not None:
+                        torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+                    optimizer.step()
+                    state.step += 1
+                    if has_after_step:
+                        cbs("after_step", state)
+                    n = y.shape[0]
+                    seen += n
+                    loss_sum += loss.detach() * n
+                    correct += (out.detach().argmax(1) == y).sum()
+                    if (i + 1) % NAN_CHECK_EVERY == 0 and not torch.isfinite(loss_sum):
+                        raise Diverged(f"non-finite training loss in epoch {epoch + 1} (by step {i + 1})")
+                state.x = state.y = state.output = state.loss = None
+                if seen == 0:
+                    raise RuntimeError("the training loader yielded no batches")
+                train_loss, train_acc = loss_sum.item() / seen, 100.0 * correct.item() / seen
+                train_seconds = time.perf_counter() - t0
+                if not math.isfinite(train_loss):
+                    raise Diverged(f"non-finite training loss ({train_loss}) in epoch {epoch + 1}")
+
+                record: dict[str, Any] = {"epoch": epoch + 1, "train_loss": train_loss, "train_acc": train_acc}
+                record["test_loss"], record["test_acc"] = evaluate(step_model, loaders.test, loss_fn, device,
+                                                                   precision)
+                if loaders.val is not None:
+                    record["val_loss"], record["val_acc"] = evaluate(step_model, loaders.val, loss_fn, device,
+                                                                     precision)
+                monitored = record["val_acc" if config.monitor == "val" else "test_acc"]
+                scheduler_step(scheduler, 100.0 - monitored)
+                record["lr"] = lr
+                record["epoch_seconds"] = time.perf_counter() - t0
+                record["images_per_s"] = seen / train_seconds if train_seconds > 0 else float("nan")
+                history.append(record)
+                wall += record["epoch_seconds"]
+                cbs("on_epoch_end", state, record)
+
+                st.atomic_save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                                "scheduler": scheduler.state_dict(), "rng": rng_state(), "epoch": epoch + 1,
+                                "step": state.step, "history": history, "wall_seconds": wall,
+                                "callbacks": cbs.state_dicts(), "config": config.to_dict()}, ckpt_path)
+                st.atomic_write_json(history, path / st.HISTORY_FILE)
+                info.update(updated=st.now_iso(), wall_seconds=wall, epochs_done=len(history))
+                st.atomic_write_json(info, path / st.STATUS_FILE)
+                bar.set_postfix(loss=f"{train_loss:.3f}", acc=f"{train_acc:.1f}",
+                                test_err=f"{100.0 - record['test_acc']:.2f}", img_s=f"{record['images_per_s']:.0f}")
+                bar.update(1)
+            status = st.FINISHED
+        except Diverged as exc:
+            status = st.DIVERGED
+            info.update(diverged_at=len(history) + 1, error=str(exc))
+            bar.set_postfix_str(f"diverged in epoch {len(history) + 1}")
+
+    state.x = state.y = state.output = state.loss = None
+    cbs("on_fit_end", state)
+    if status == st.FINISHED:
+        st.atomic_save(model.state_dict(), path / st.MODEL_FILE)
+    callback_states = cbs.state_dicts()
+    if callback_states:
+        st.atomic_save(callback_states, path / st.CALLBACKS_FILE)
+    st.atomic_write_json(history, path / st.HISTORY_FILE)
+    info.update(status=status, updated=st.now_iso(), finished=st.now_iso(), wall_seconds=wall,
+                epochs_done=len(history))
+    st.atomic_write_json(info, path / st.STATUS_FILE)
+    model.eval()
+    return st.Run(config=config, path=path, history=list(history), status=status, wall_seconds=wall,
+                  device=info["device_name"], info=dict(info),
+                  _model=model if status == st.FINISHED else None, _callback_states=callback_states or None)
