@@ -41,6 +41,7 @@ class LogProgress:
         self.start = time.monotonic()
         self.last = self.start
         self.closed = False
+        self._printed = ""
 
     def __iter__(self) -> Iterator:
         for item in self.iterable:
@@ -65,7 +66,13 @@ class LogProgress:
         now = time.monotonic()
         if now - self.last >= self.interval:
             self.last = now
-            print(self._line(), file=self.file, flush=True)
+            self._print()
+
+    def _print(self) -> None:
+        line = self._line()
+        if line != self._printed:  # a line already printed by update() is not repeated by close()
+            self._printed = line
+            print(line, file=self.file, flush=True)
 
     def set_postfix(self, ordered_dict: dict | None = None, refresh: bool = True, **kwargs: Any) -> None:
         items = dict(ordered_dict or {}, **kwargs)
@@ -83,7 +90,7 @@ class LogProgress:
     def close(self) -> None:
         if not self.closed:
             self.closed = True
-            print(self._line(), file=self.file, flush=True)
+            self._print()
 
 
 class _Silent(LogProgress):
