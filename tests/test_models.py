@@ -67,7 +67,11 @@ def last_linear(model: nn.Module) -> nn.Linear:
 
 
 def test_list_models_has_exactly_the_zoo() -> None:
-    assert list_models() == NAMES
+    from cifar_utils.models.registry import _REGISTRY
+
+    # models registered by other code (e.g. the engine's test model) are not part of the zoo
+    zoo = [n for n in list_models() if _REGISTRY[n].__module__.startswith("cifar_utils.models.")]
+    assert zoo == NAMES
     assert list_models("resnext29_*") == ["resnext29_2x32d", "resnext29_2x64d", "resnext29_32x4d", "resnext29_8x64d"]
     assert list_models("nope*") == []
 
@@ -169,7 +173,8 @@ def test_activations_tuple() -> None:
 def test_unknown_model_lists_known_names() -> None:
     with pytest.raises(ValueError, match="resnet1") as info:
         create_model("resnet1")
-    assert ", ".join(NAMES) in str(info.value)
+    listed = str(info.value).split(":", 1)[-1]
+    assert all(name in listed for name in NAMES), "the message lists every known model"
 
 
 def test_unknown_option_names_it_and_the_accepted_ones() -> None:
@@ -235,4 +240,4 @@ def test_model_summary() -> None:
     assert rows.loc["resnet18", "gflops"] == pytest.approx(1.11, abs=0.1)  # 0.56 GMACs x 2
     assert rows.loc["lenet", "input_size"] == "1x28x28"
     assert rows.loc["resnet18", "input_size"] == "3x32x32"
-    assert len(model_summary()) == len(NAMES)
+    assert set(NAMES) <= set(model_summary()["model"])
