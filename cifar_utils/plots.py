@@ -109,3 +109,24 @@ def plot_error_vs_params(table, groups: Mapping[str, Sequence[str]], note: str |
     ax.legend(fontsize=8)
     fig.tight_layout()
     return fig
+
+
+METRICS = ("train_loss", "train_acc", "test_loss", "test_acc", "lr", "images_per_s")
+
+
+def plot_metric(runs: Mapping[str, Run], metric: str = "test_acc", log: bool = False, ax=None) -> Figure:
+    """One history column of several runs against the epoch (the interactive explorer draws this)."""
+    if metric not in METRICS:
+        raise ValueError(f"unknown metric {metric!r}; choose one of {', '.join(METRICS)}")
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(8, 4))
+    else:
+        fig = ax.figure
+    for label, run in runs.items():
+        ax.plot(*_series(run, metric), label=label)
+    ax.set(xlabel="epoch", ylabel=metric.replace("_", " "), yscale="log" if log else "linear")
+    ax.grid(alpha=0.3)
+    if runs:
+        ax.legend(fontsize=8)
+    _epoch_axis(fig)
+    return fig

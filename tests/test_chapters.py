@@ -145,7 +145,13 @@ def test_smoke_chapter_table_has_reported_and_reproduced_errors(smoke_book, chap
     out, runs_dir, _ = smoke_book
     nb = json.loads((out / "_build" / "src" / "book" / f"{chapter}.ipynb").read_text())
     text = html.unescape(_html_outputs(nb))
-    stored = {r.config.model: r for r in RunStore(runs_dir).list() if r.config.model in reported}
+    import yaml
+
+    params = yaml.safe_load((ROOT / "params" / "smoke.yaml").read_text())["chapters"][chapter]
+    stored = {r.config.model: r for r in RunStore(runs_dir).list()
+              if r.config.model in reported and r.config.optimizer == "sgd"
+              and (r.config.epochs, r.config.batch_size, r.config.train_size)
+              == (params["epochs"], params["batch_size"], params["train_size"])}
     assert set(stored) == set(reported), "every model of the chapter was trained into the store"
     for model, err in reported.items():
         row = re.search(rf"<td[^>]*>{model}</td>(.*?)</tr>", text, re.S)
@@ -170,3 +176,19 @@ def test_smoke_chapter3_sweeps_and_the_built_html(smoke_book):
     assert result.html_index == index and index.exists()
     for page in ("01_architectures", "02_ablations", "03_training_choices", "status"):
         assert "<img" in (out / "_build" / "html" / "book" / f"{page}.html").read_text() or page == "status"
+
+
+def test_history_explorer_redraws_on_each_control():
+    from cifar_utils.widgets import history_explorer
+
+    runs = {"a": fake_run("resnet18", [50, 60, 70]), "b": fake_run("dla", [40, 55, 65])}
+    ex = history_explorer(runs)
+    assert [list(l.get_ydata()) for l in ex.figure.axes[0].lines] == [[50, 60, 70], [40, 55, 65]]
+    ex.select.value = ("b",)
+    assert len(ex.figure.axes[0].lines) == 1
+    ex.metric.value = "train_loss"
+    assert ex.figure.axes[0].get_ylabel() == "train loss"
+    ex.log.value = True
+    assert ex.figure.axes[0].get_yscale() == "log"
+    with pytest.raises(ValueError, match="unknown metric 'acc'; choose one of train_loss"):
+        history_explorer(runs, metric="acc")
