@@ -140,3 +140,19 @@ def test_profiles_validate_against_the_book():
 
     for name in ("smoke", "full"):
         validate_profile(load_profile(ROOT / "params" / f"{name}.yaml"), toc_notebooks(ROOT))
+
+
+@pytest.mark.slow
+def test_runner_sets_the_kernels_environment_without_changing_its_own(book, monkeypatch):
+    monkeypatch.delenv("CIFAR_UTILS_RUNS", raising=False)
+    monkeypatch.delenv("CIFAR_UTILS_PROGRESS", raising=False)
+    nb = book / "book" / "01_demo.ipynb"
+    data = json.loads(nb.read_text())
+    data["cells"][1]["source"] += "\nimport os\nprint('ENV', os.environ['CIFAR_UTILS_RUNS'], os.environ['CIFAR_UTILS_PROGRESS'])"
+    nb.write_text(json.dumps(data))
+    build_book(book, "test", chapters="01", build_html=False)
+    import os
+
+    assert "CIFAR_UTILS_RUNS" not in os.environ and "CIFAR_UTILS_PROGRESS" not in os.environ
+    out = json.loads((book / "_build" / "src" / "book" / "01_demo.ipynb").read_text())
+    assert f"ENV {book / 'runs' / 'test'} log" in json.dumps(out["cells"])

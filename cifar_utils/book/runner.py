@@ -7,6 +7,7 @@ kernels do the work.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -170,6 +171,20 @@ def execute_notebook(chapter: str, notebook: Path, parameters: dict, layout: Boo
     return dest
 
 
+@contextlib.contextmanager
+def _environment(values: dict[str, str]):
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
 def build_book(root: Path | str = ".", profile: str = "smoke", chapters: str | list[str] | None = None,
                output_dir: Path | str | None = None, build_html: bool = True,
                kernel_name: str | None = None) -> BookRun:
@@ -187,8 +202,8 @@ def build_book(root: Path | str = ".", profile: str = "smoke", chapters: str | l
     values = validate_profile(load_profile(profile_path), notebooks, source=str(profile_path))
     selected = select_chapters(chapter_ids, chapters)
 
-    os.environ.setdefault("CIFAR_UTILS_PROGRESS", "log")
-    os.environ.setdefault("CIFAR_UTILS_RUNS", str(root / "runs" / profile))
+    kernel_env = {"CIFAR_UTILS_PROGRESS": os.environ.get("CIFAR_UTILS_PROGRESS", "log"),
+                  "CIFAR_UTILS_RUNS": os.environ.get("CIFAR_UTILS_RUNS", str(root / "runs" / profile))}
     stage_sources(layout)
     for chapter in chapter_ids:  # chapters not re-run keep their last executed copy, else render unexecuted
         dest = layout.staged(notebooks[chapter])
@@ -209,7 +224,8 @@ def build_book(root: Path | str = ".", profile: str = "smoke", chapters: str | l
         log.info("[%d/%d] %s: executing with profile %r %s", i, len(todo), chapter, profile,
                  json.dumps(values.get(chapter, {})))
         t0 = time.monotonic()
-        out = execute_notebook(chapter, nb, params, layout, kernel_name)
+        with _environment(kernel_env):  # the kernels inherit it; this process is left as it was
+            out = execute_notebook(chapter, nb, params, layout, kernel_name)
         seconds = time.monotonic() - t0
         result.executed.append(ChapterResult(chapter, seconds, out))
         log.info("[%d/%d] %s: done in %.1f s (total %.1f s)", i, len(todo), chapter, seconds,
