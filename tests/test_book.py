@@ -156,3 +156,11 @@ def test_runner_sets_the_kernels_environment_without_changing_its_own(book, monk
     assert "CIFAR_UTILS_RUNS" not in os.environ and "CIFAR_UTILS_PROGRESS" not in os.environ
     out = json.loads((book / "_build" / "src" / "book" / "01_demo.ipynb").read_text())
     assert f"ENV {book / 'runs' / 'test'} log" in json.dumps(out["cells"])
+
+
+def test_the_default_kernel_runs_this_python():
+    import sys
+
+    from cifar_utils.book.runner import kernel_interpreter
+
+    assert kernel_interpreter(None) == sys.executable

@@ -171,6 +171,16 @@ def execute_notebook(chapter: str, notebook: Path, parameters: dict, layout: Boo
     return dest
 
 
+def kernel_interpreter(kernel_name: str | None) -> str:
+    """The Python a Jupyter kernel will run: jupyter_client runs a spec's bare ``python`` as this
+    interpreter (so the venv's own ``python3`` kernel is this venv), anything else as written."""
+    from jupyter_client.kernelspec import KernelSpecManager
+
+    argv = KernelSpecManager().get_kernel_spec(kernel_name or "python3").argv
+    bare = {"python", f"python{sys.version_info[0]}", "python{}.{}".format(*sys.version_info[:2])}
+    return sys.executable if argv and argv[0] in bare else (argv[0] if argv else "?")
+
+
 @contextlib.contextmanager
 def _environment(values: dict[str, str]):
     saved = {k: os.environ.get(k) for k in values}
@@ -212,6 +222,11 @@ def build_book(root: Path | str = ".", profile: str = "smoke", chapters: str | l
             shutil.copy2(notebooks[chapter], dest)
             hide_parameter_cells(dest)
 
+    interpreter = kernel_interpreter(kernel_name)
+    log.info("kernel %r runs %s", kernel_name or "python3", interpreter)
+    if Path(interpreter).resolve() != Path(sys.executable).resolve():
+        log.warning("WARNING: that is not this Python (%s): the notebooks will import the cifar_utils installed "
+                    "there; pass --kernel to choose another kernel", sys.executable)
     result = BookRun(profile)
     todo = selected + summaries
     t_all = time.monotonic()
