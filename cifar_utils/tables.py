@@ -23,6 +23,7 @@ def results_table(runs: Mapping[str, Sequence[Run]], reported: Mapping[str, floa
     """One row per model: parameters and GFLOPs (from the code), the report's error, the reproduced
     error (final epoch, mean over seeds), its standard deviation over seeds, the difference
     (reproduced - reported, percentage points), the best epoch's error, epochs, wall time, device.
+    Only finished runs enter the error columns; ``seeds`` counts the finished runs of ``runs``.
 
     ``summary`` is :func:`cifar_utils.models.model_summary`'s frame (indexed or with a ``model``
     column); without it the size columns are empty. Errors are top-1 test errors in percent.
@@ -31,7 +32,9 @@ def results_table(runs: Mapping[str, Sequence[Run]], reported: Mapping[str, floa
         summary = summary.set_index("model")
     rows = []
     for model, model_runs in runs.items():
-        finished = [r for r in model_runs if r.final_test_error is not None]
+        # only runs that completed their epochs count: a diverged or interrupted run's last error
+        # is not the protocol's result (the status column says what happened to the others)
+        finished = [r for r in model_runs if r.status == "finished" and r.final_test_error is not None]
         finals = [r.final_test_error for r in finished]
         bests = [r.best_test_error for r in finished]
         mean = statistics.fmean(finals) if finals else None
@@ -46,7 +49,7 @@ def results_table(runs: Mapping[str, Sequence[Run]], reported: Mapping[str, floa
             "std": statistics.stdev(finals) if len(finals) > 1 else None,
             "difference": mean - rep if mean is not None and rep is not None else None,
             "best_error": statistics.fmean(bests) if bests else None,
-            "seeds": len(model_runs),
+            "seeds": f"{len(finished)}/{len(model_runs)}" if len(finished) != len(model_runs) else len(model_runs),
             "epochs": max((len(r.history) for r in model_runs), default=0),
             "wall_time": _hms(sum(r.wall_seconds for r in model_runs)),
             "device": ", ".join(sorted({str(r.device) for r in model_runs if r.device})) or "-",
@@ -100,19 +103,21 @@ def check_findings(sweep: str, table: pd.DataFrame) -> pd.DataFrame:
     it holds there. A claim about variants that were not run is reported as 'not run'."""
     checks: list[tuple[str, str, bool | None]] = []
 
-    def add(claim: str, order: list[str], holds: bool | None) -> None:
-        checks.append((claim, " > ".join(order) if order else "not run", holds if order else None))
+    def add(claim: str, order: list[str], holds: bool | None, needs: Sequence[str] = ()) -> None:
+        ran = len(order) > 1 and all(v in order for v in needs)
+        checks.append((claim, " > ".join(order) if order else "not run", bool(holds) if ran else None))
 
     if sweep == "activation":
         worst = _order(table, "best_test_acc", ascending=False)
-        add("Sigmoid lags far behind (lowest best test accuracy)", worst, bool(worst) and worst[-1] == "Sigmoid")
+        add("Sigmoid lags far behind (lowest best test accuracy)", worst, worst and worst[-1] == "Sigmoid", ["Sigmoid"])
         family = ["ReLU", "LeakyReLU", "ELU", "GELU"]
         speed = _order(table, "mean_train_loss", ascending=True, among=family)
         add("LeakyReLU converges fastest among the ReLU family (lowest mean train loss)", speed,
-            bool(speed) and speed[0] == "LeakyReLU")
-        add("ELU converges slowest among the ReLU family", speed, bool(speed) and speed[-1] == "ELU")
+            speed and speed[0] == "LeakyReLU", ["LeakyReLU"])
+        add("ELU converges slowest among the ReLU family", speed, speed and speed[-1] == "ELU", ["ELU"])
         steady = _order(table, "test_jitter", ascending=True, among=family)
-        add("GELU is the steadiest on test (lowest test-accuracy jitter)", steady, bool(steady) and steady[0] == "GELU")
+        add("GELU is the steadiest on test (lowest test-accuracy jitter)", steady, steady and steady[0] == "GELU",
+            ["GELU"])
     elif sweep == "loss":
         order = _order(table, "best_test_acc", ascending=False)
         expected = [v for v in ("CrossEntropy", "BCE", "MSE", "Huber") if v in order]
@@ -120,11 +125,11 @@ def check_findings(sweep: str, table: pd.DataFrame) -> pd.DataFrame:
     elif sweep == "optimizer":
         order = _order(table, "best_test_acc", ascending=False)
         holds = None
-        if order:
-            accs = table.set_index("variant")["best_test_acc"]
-            others = [accs[v] for v in order if v != "Adagrad"]
-            holds = order[-1] == "Adagrad" and (max(others) - min(others) < min(others) - accs.get("Adagrad", float("inf")))
-        add("Adagrad is the worst; the others are closer to each other than to Adagrad", order, holds)
+        accs = table.set_index("variant")["best_test_acc"]
+        others = [accs[v] for v in order if v != "Adagrad"]
+        if "Adagrad" in order and others:
+            holds = order[-1] == "Adagrad" and max(others) - min(others) < min(others) - accs["Adagrad"]
+        add("Adagrad is the worst; the others are closer to each other than to Adagrad", order, holds, ["Adagrad"])
     else:
         raise ValueError(f"unknown sweep {sweep!r}; choose one of activation, loss, optimizer")
     frame = pd.DataFrame(checks, columns=["report says", "reproduced order", "holds here"])
@@ -139,8 +144,9 @@ def group_comparison(table: pd.DataFrame, groups: Mapping[str, Sequence[str]]) -
     rows = []
     for group, members in groups.items():
         members = [m for m in members if m in data.index]
-        rep = data.loc[members, "reported_error"].dropna().sort_values()
         got = data.loc[members, "reproduced_error"].dropna().sort_values()
+        # compare like with like: the report's order over the models that have reproduced results
+        rep = data.loc[list(got.index) if len(got) else members, "reported_error"].dropna().sort_values()
         rows.append({"group": group, "reported order": " < ".join(rep.index),
                      "reproduced order": " < ".join(got.index) or "not run",
                      "reported spread": float(rep.iloc[-1] - rep.iloc[0]) if len(rep) > 1 else None,

@@ -192,3 +192,29 @@ def test_history_explorer_redraws_on_each_control():
     assert ex.figure.axes[0].get_yscale() == "log"
     with pytest.raises(ValueError, match="unknown metric 'acc'; choose one of train_loss"):
         history_explorer(runs, metric="acc")
+
+
+def test_results_table_counts_only_finished_runs():
+    ok = fake_run("resnet18", [80.0, 95.0], seed=0)
+    bad = fake_run("resnet18", [80.0, 20.0], seed=1)
+    bad.status = "diverged"
+    t = tables.results_table({"resnet18": [ok, bad]}, ARCHITECTURE_ERRORS).set_index("model")
+    assert t.loc["resnet18", "reproduced_error"] == pytest.approx(5.0)
+    assert t.loc["resnet18", "seeds"] == "1/2" and t.loc["resnet18", "status"] == "diverged, finished"
+
+
+def test_findings_about_variants_not_run_say_not_run():
+    only = {"ReLU": fake_run("resnet18", [80, 85, 80, 85]), "GELU": fake_run("resnet18", [81, 86, 87, 87.5])}
+    holds = list(tables.check_findings("activation", tables.sweep_table(only))["holds here"])
+    assert holds == ["not run", "not run", "not run", "yes"]
+    alone = tables.check_findings("optimizer", tables.sweep_table({"Adagrad": fake_run("resnet18", [70])}))
+    assert list(alone["holds here"]) == ["not run"]
+
+
+def test_group_comparison_compares_only_models_with_results():
+    runs = {m: [fake_run(m, [100 - e])] for m, e in [("resnet50", 6.0), ("resnext50_8x14d", 5.0)]}
+    runs["resnext50_2x40d"] = []
+    t = tables.results_table(runs, ABLATION_ERRORS)
+    row = tables.group_comparison(t, {"g": ["resnet50", "resnext50_2x40d", "resnext50_8x14d"]}).iloc[0]
+    assert row["reported order"] == "resnext50_8x14d < resnet50" and row["same order"] == "yes"
+    assert row["reported spread"] == pytest.approx(0.57)
