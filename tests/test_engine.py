@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import math
+import multiprocessing
 import os
 import subprocess
 import sys
@@ -26,6 +28,9 @@ from cifar_utils.engine import (
     run,
     run_many,
 )
+from cifar_utils.engine import evaluate
+from cifar_utils.engine import loop as engine_loop
+from cifar_utils.engine import parallel
 from cifar_utils.engine import store as st
 from cifar_utils.engine.testing import tiny_config
 from cifar_utils.models import create_model
@@ -37,6 +42,17 @@ NUMBERS = ("epoch", "train_loss", "train_acc", "test_loss", "test_acc", "lr")
 @pytest.fixture(autouse=True)
 def _quiet(monkeypatch):
     monkeypatch.setenv("CIFAR_UTILS_PROGRESS", "off")
+
+
+def strict_json(path):
+    """Parse a file as strict JSON (bare NaN / Infinity are errors)."""
+    def refuse(name):
+        raise ValueError(f"{path.name} holds {name}: not valid JSON")
+    return json.loads(Path(path).read_text(), parse_constant=refuse)
+
+
+def all_finite(model):
+    return all(torch.isfinite(t).all() for t in model.state_dict().values() if t.is_floating_point())
 
 
 def numbers(history):
@@ -207,6 +223,49 @@ def test_huge_learning_rate_diverges(tmp_path):
     assert load_run(result.path).status == "diverged"
 
 
+@pytest.mark.parametrize("what", ["param", "buffer"])
+def test_divergence_in_the_last_step_of_an_epoch_is_caught(tmp_path, what):
+    # After the epoch's last step (step 8 = end of epoch 2) the training loss checks have all
+    # passed; a NaN weight (test loss NaN) or an inf BatchNorm buffer (test loss still finite)
+    # must still end the run there, with epoch 1's checkpoint as the stored weights.
+    def poison(state):
+        if state.step == 8:
+            with torch.no_grad():
+                if what == "param":
+                    state.model.linear.weight.fill_(float("nan"))
+                else:
+                    state.model.block2[1].running_var.fill_(float("inf"))
+
+    result = run(config(epochs=4), runs_dir=tmp_path, callbacks=[LambdaCallback(after_step=poison)], progress=False)
+    assert result.status == "diverged", result.history
+    assert [r["epoch"] for r in result.history] == [1]
+    stored = load_run(result.path)
+    assert stored.status == "diverged" and stored.info["diverged_at"] == 2
+    assert "non-finite" in stored.info["error"]
+    assert not (result.path / st.MODEL_FILE).exists()
+    ckpt = torch.load(result.path / st.CHECKPOINT_FILE, map_location="cpu", weights_only=False)
+    assert ckpt["epoch"] == 1
+    assert result.model is not None and all_finite(result.model) and all_finite(stored.model)
+    strict_json(result.path / st.HISTORY_FILE), strict_json(result.path / st.STATUS_FILE)
+
+
+def test_a_large_learning_rate_never_stores_non_finite_weights(tmp_path):
+    # The reviewer's case: before, it "finished" with test_loss NaN and NaN weights in model.pt.
+    result = run(tiny_config(epochs=5, lr=1e3, seed=0, train_size=64, scheduler="none"), runs_dir=tmp_path,
+                 progress=False)
+    assert result.status == "diverged"
+    assert all(math.isfinite(r[k]) for r in result.history for k in ("train_loss", "test_loss"))
+    model = load_run(result.path).model
+    assert model is None or all_finite(model)
+    strict_json(result.path / st.HISTORY_FILE), strict_json(result.path / st.STATUS_FILE)
+
+
+def test_json_files_are_strict_json(tmp_path):
+    data = {"loss": float("nan"), "rows": [{"a": float("inf"), "b": 1.5}, (float("-inf"), 2)], "n": None}
+    st.atomic_write_json(data, tmp_path / "x.json")
+    assert strict_json(tmp_path / "x.json") == {"loss": None, "rows": [{"a": None, "b": 1.5}, [None, 2]], "n": None}
+
+
 # --- losses -----------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("name", sorted(LOSSES))
@@ -275,6 +334,13 @@ def test_variants_train_through_the_engine(tmp_path, changes):
     (dict(scheduler_options={"patients": 3}), r"scheduler 'plateau' got unknown scheduler_options patients; "
                                               r"allowed: factor, patience"),
     (dict(model_options={"depth": 3}), r"model 'tiny_cnn' got unknown model_options depth; allowed: in_channels, width"),
+    (dict(grad_clip=float("inf")), r"grad_clip must be None \(off\) or a finite number > 0, got inf"),
+    (dict(grad_clip=float("nan")), r"grad_clip must be None \(off\) or a finite number > 0, got nan"),
+    (dict(optimizer="adam", optimizer_options={"betas": [0.9, float("inf")]}),
+     r"optimizer_options must hold finite numbers only .*got NaN/inf at betas\[1\]"),
+    (dict(scheduler_options={"factor": float("nan")}),
+     r"scheduler_options must hold finite numbers only .*got NaN/inf at factor"),
+    (dict(model_options={"width": float("inf")}), r"model_options must hold finite numbers only .*at width"),
 ])
 def test_bad_configs_raise_one_clear_error(tmp_path, changes, match):
     with pytest.raises(ValueError, match=match):
@@ -367,6 +433,65 @@ def test_store_listing_and_run_helpers(tmp_path):
     assert monkey_root.root == Path(os.environ.get("CIFAR_UTILS_RUNS") or "runs")
 
 
+def test_evaluate_restores_the_train_eval_mode():
+    model = create_model("tiny_cnn", num_classes=10)
+    batches = [(torch.randn(4, 3, 32, 32), torch.tensor([0, 1, 2, 3]))]
+    loss_fn = create_loss("ce")
+    model.train()
+    evaluate(model, batches, loss_fn, torch.device("cpu"))
+    assert model.training
+    model.eval()
+    evaluate(model, batches, loss_fn, torch.device("cpu"))
+    assert not model.training
+
+
+def test_evaluating_in_a_callback_keeps_training_in_train_mode(tmp_path):
+    modes = []
+
+    def probe(state):
+        if state.batch_index == 0:
+            evaluate(state.model, state.loaders.test, state.loss_fn, state.device)
+        modes.append(state.model.training)
+
+    run(config(epochs=1), runs_dir=tmp_path, callbacks=[LambdaCallback(after_step=probe)], progress=False)
+    assert modes == [True] * 4
+
+
+def test_recorded_lr_is_the_one_set_by_on_epoch_start(tmp_path):
+    def warm(state):
+        for group in state.optimizer.param_groups:
+            group["lr"] = 0.01 * (state.epoch + 1)
+
+    result = run(config(epochs=2, scheduler="none", scheduler_options={}), runs_dir=tmp_path,
+                 callbacks=[LambdaCallback(on_epoch_start=warm)], progress=False)
+    assert [r["lr"] for r in result.history] == pytest.approx([0.01, 0.02])
+
+
+def test_auto_precision_needs_native_bf16(monkeypatch):
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")
+    asked = []
+
+    def supported(native):
+        def is_bf16_supported(including_emulation=True):
+            asked.append(including_emulation)
+            return native or including_emulation  # an old GPU: bf16 only emulated
+        return is_bf16_supported
+
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", supported(False))
+    assert engine_loop.resolve_precision("auto", cuda) == "fp32" and asked == [False]
+    assert engine_loop.resolve_precision("bf16", cuda) == "bf16"  # asked for explicitly: kept
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", supported(True))
+    assert engine_loop.resolve_precision("auto", cuda) == "bf16"
+    assert engine_loop.resolve_precision("auto", cpu) == "fp32"
+    # a torch whose is_bf16_supported has no including_emulation: the compute capability decides
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.version, "hip", None)
+    for capability, expected in (((7, 5), "fp32"), ((8, 0), "bf16")):
+        monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None, c=capability: c)
+        assert engine_loop.resolve_precision("auto", cuda) == expected
+
+
 def test_progress_bar_log_mode(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("CIFAR_UTILS_PROGRESS", "log")
     monkeypatch.setenv("CIFAR_UTILS_PROGRESS_INTERVAL", "0")
@@ -379,11 +504,15 @@ def test_progress_bar_log_mode(tmp_path, monkeypatch, capsys):
 
 # --- run_many ---------------------------------------------------------------------------------
 
-def test_run_many_in_two_processes(tmp_path):
+def test_run_many_in_two_processes(tmp_path, monkeypatch):
+    loaded = []
+    real_load = parallel.load_for_config
+    monkeypatch.setattr(parallel, "load_for_config", lambda c: (loaded.append(c), real_load(c))[1])
     good = [config(epochs=1, seed=10), config(epochs=1, seed=11)]
     broken = config(epochs=1, seed=12, model_options={"width": -1})  # fails when the model is built
     with pytest.raises(RunManyError) as info:
         run_many([*good, broken], jobs=2, runs_dir=tmp_path, progress=False)
+    assert len(loaded) == 1  # the data was loaded once in the parent before the workers started
     runs, errors = info.value.runs, info.value.errors
     assert list(errors) == [2] and runs[2] is None
     assert [r.status for r in runs[:2]] == ["finished", "finished"]
@@ -394,3 +523,51 @@ def test_run_many_in_two_processes(tmp_path):
     again = run_many(good, jobs=2, runs_dir=tmp_path, progress=False)
     assert time.perf_counter() - t0 < 5
     assert [r.history for r in again] == [r.history for r in runs[:2]]
+    assert len(loaded) == 1  # nothing to train: no data loaded
+
+
+def test_run_many_prefetches_each_data_spec_once(monkeypatch):
+    loaded = []
+
+    def load(c):
+        loaded.append((c.dataset, c.source, c.data_root))
+        if c.data_root == "/nowhere":
+            raise FileNotFoundError("no data")  # left for the workers to report
+
+    monkeypatch.setattr(parallel, "load_for_config", load)
+    parallel._prefetch_data([config(seed=1), config(seed=2, train_size=32), config(source="sample"),
+                             config(data_root="/nowhere"), config(data_root="/nowhere", seed=5),
+                             config(dataset="cifar10"), config(dataset="cifar10", seed=7)])
+    assert loaded == [("tiny_random", "auto", None), ("tiny_random", "sample", None),
+                      ("tiny_random", "auto", "/nowhere"), ("cifar10", "auto", None)]
+
+
+def test_threads_per_worker_follow_the_cpu_affinity(monkeypatch):
+    monkeypatch.setattr(os, "cpu_count", lambda: 64)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3, 4, 5, 6, 7}, raising=False)
+    assert parallel._threads_per_worker(2) == 4
+    assert parallel._threads_per_worker(16) == 1
+    monkeypatch.delattr(os, "sched_getaffinity", raising=False)  # not Linux
+    assert parallel._threads_per_worker(2) == 32
+
+
+def test_ctrl_c_stops_run_many(tmp_path, monkeypatch):
+    # The parent is interrupted (as by Ctrl-C / a notebook's interrupt) once the first run is
+    # done: the queued runs must not train, the workers must be gone, KeyboardInterrupt raised.
+    real_as_completed = parallel.as_completed
+
+    def interrupted_after_first(futures):
+        yield next(iter(real_as_completed(futures)))
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(parallel, "as_completed", interrupted_after_first)
+    configs = [config(epochs=3, seed=20 + i, train_size=128) for i in range(8)]
+    t0 = time.perf_counter()
+    with pytest.raises(KeyboardInterrupt):
+        run_many(configs, jobs=2, runs_dir=tmp_path, progress=False)
+    assert time.perf_counter() - t0 < 30
+    assert multiprocessing.active_children() == []
+    time.sleep(0.5)
+    stored = RunStore(tmp_path).list()
+    assert 1 <= len(stored) < len(configs), [r.status for r in stored]
+    assert all(r.status in ("finished", "interrupted") for r in stored), [r.status for r in stored]

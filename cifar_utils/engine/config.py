@@ -157,6 +157,10 @@ class RunConfig:
         for name in ("model_options", "optimizer_options", "scheduler_options"):
             if not isinstance(getattr(self, name), Mapping):
                 out.append(f"{name} must be a mapping (dict), got {type(getattr(self, name)).__name__}")
+            elif _non_finite_paths(getattr(self, name)):
+                bad = ", ".join(_non_finite_paths(getattr(self, name)))
+                out.append(f"{name} must hold finite numbers only (the run's key is strict JSON), "
+                           f"got NaN/inf at {bad}")
         if "num_classes" in (self.model_options if isinstance(self.model_options, Mapping) else {}):
             out.append("model_options must not set num_classes: it comes from the dataset")
 
@@ -202,8 +206,9 @@ class RunConfig:
                 out.append(f"{name} must be a finite number >= 0, got {value!r}")
         if not (_is_int(self.epochs) and self.epochs >= 1):
             out.append(f"epochs must be an integer >= 1, got {self.epochs!r}")
-        if self.grad_clip is not None and not (_is_number(self.grad_clip) and self.grad_clip > 0):
-            out.append(f"grad_clip must be None (off) or a number > 0, got {self.grad_clip!r}")
+        if self.grad_clip is not None and not (_is_number(self.grad_clip) and math.isfinite(self.grad_clip)
+                                               and self.grad_clip > 0):
+            out.append(f"grad_clip must be None (off) or a finite number > 0, got {self.grad_clip!r}")
         if choice("monitor", self.monitor, MONITORS) and self.monitor == "val" and self.val_size == 0:
             out.append("monitor='val' needs a validation split: set val_size > 0 (or monitor='test', as in the report)")
         if not (_is_int(self.seed) and self.seed >= 0):
@@ -252,6 +257,17 @@ def _is_int(value: Any) -> bool:
 
 def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _non_finite_paths(value: Any, prefix: str = "") -> list[str]:
+    """Where (``key``, ``key.sub``, ``key[i]``) ``value`` holds a NaN or infinite float."""
+    if isinstance(value, float):
+        return [] if math.isfinite(value) else [prefix or "(value)"]
+    if isinstance(value, Mapping):
+        return [p for k, v in value.items() for p in _non_finite_paths(v, f"{prefix}.{k}" if prefix else str(k))]
+    if isinstance(value, (list, tuple)):
+        return [p for i, v in enumerate(value) for p in _non_finite_paths(v, f"{prefix}[{i}]")]
+    return []
 
 
 def _plain(value: Any) -> Any:

@@ -20,9 +20,11 @@ and the torch / numpy / python RNG states after every epoch, so on CPU a run kil
 ends with exactly the same losses and accuracies as one never interrupted. On CUDA cuDNN
 autotuning (enabled for speed) and atomics make runs close but not bit-identical.
 
-Divergence: a non-finite training loss ends the run with status ``"diverged"``; the epochs
-completed before it stay in the history, the last good checkpoint is kept, and :func:`run`
-returns normally so a notebook can plot what there is.
+Divergence: a non-finite training loss, a non-finite test/val loss, or a non-finite weight or
+buffer (checked after each epoch's evaluation, before anything of that epoch is recorded) ends
+the run with status ``"diverged"``; the epochs completed before it stay in the history, the last
+good (all-finite) checkpoint is kept and is what ``Run.model`` loads (None if the first epoch
+diverged), and :func:`run` returns normally so a notebook can plot what there is.
 """
 
 from __future__ import annotations
@@ -70,10 +72,25 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
 
 
 def resolve_precision(precision: str, device: torch.device) -> str:
-    """``"auto"`` -> ``"bf16"`` on CUDA, ``"fp32"`` elsewhere."""
+    """``"auto"`` -> ``"bf16"`` on a CUDA GPU with native bf16 (compute capability 8.0+, Ampere or
+    newer; ROCm), ``"fp32"`` elsewhere, including older GPUs where bf16 would only be emulated
+    (slower than fp32)."""
     if precision == "auto":
-        return "bf16" if device.type == "cuda" else "fp32"
+        return "bf16" if device.type == "cuda" and _native_bf16(device) else "fp32"
     return precision
+
+
+def _native_bf16(device: torch.device) -> bool:
+    """Whether the CUDA ``device`` computes in bf16 natively (not emulated)."""
+    # is_bf16_supported asks about the *current* device; switch only when an index is given.
+    ctx = torch.cuda.device(device) if device.index is not None else contextlib.nullcontext()
+    with ctx:
+        try:
+            return bool(torch.cuda.is_bf16_supported(including_emulation=False))
+        except TypeError:  # a torch without the argument: decide from the compute capability
+            if torch.version.hip:
+                return True
+            return torch.cuda.is_available() and torch.cuda.get_device_capability(device)[0] >= 8
 
 
 def resolve_channels_last(channels_last: bool | None, device: torch.device) -> bool:
@@ -119,18 +136,24 @@ def set_rng_state(state: dict[str, Any]) -> None:
 @torch.no_grad()
 def evaluate(model: torch.nn.Module, loader: Iterable, loss_fn, device: torch.device,
              precision: str = "fp32") -> tuple[float, float]:
-    """Mean loss and accuracy (percent) of ``model`` (put in eval mode) over ``loader``."""
+    """Mean loss and accuracy (percent) of ``model`` (in eval mode) over ``loader``.
+
+    The model's train/eval mode is restored afterwards, so a callback may evaluate mid-epoch."""
+    was_training = model.training
     model.eval()
     loss_sum = torch.zeros((), device=device, dtype=_acc_dtype(device))
     correct = torch.zeros((), device=device, dtype=torch.int64)
     seen = 0
-    for x, y in loader:
-        with autocast(device, precision):
-            out = model(x)
-        out = out.float()
-        loss_sum += loss_fn(out, y).detach() * y.shape[0]
-        correct += (out.argmax(1) == y).sum()
-        seen += y.shape[0]
+    try:
+        for x, y in loader:
+            with autocast(device, precision):
+                out = model(x)
+            out = out.float()
+            loss_sum += loss_fn(out, y).detach() * y.shape[0]
+            correct += (out.argmax(1) == y).sum()
+            seen += y.shape[0]
+    finally:
+        model.train(was_training)
     if seen == 0:
         return float("nan"), float("nan")
     return loss_sum.item() / seen, 100.0 * correct.item() / seen
@@ -138,6 +161,15 @@ def evaluate(model: torch.nn.Module, loader: Iterable, loss_fn, device: torch.de
 
 def _acc_dtype(device: torch.device) -> torch.dtype:
     return torch.float32 if device.type == "mps" else torch.float64
+
+
+def non_finite_tensors(model: torch.nn.Module) -> list[str]:
+    """Names of the model's floating-point parameters and buffers holding NaN or inf (one sync)."""
+    named = [(n, t) for n, t in (*model.named_parameters(), *model.named_buffers()) if t.is_floating_point()]
+    if not named:
+        return []
+    finite = torch.stack([torch.isfinite(t.detach()).all() for _, t in named]).cpu()
+    return [n for (n, _), ok in zip(named, finite.tolist()) if not ok]
 
 
 # --- the entry point -----------------------------------------------------------------------------
@@ -199,22 +231,25 @@ def _train(config: RunConfig, path: Path, cbs: Callbacks, progress: bool) -> st.
     """Mark the run as running, train it, and mark it failed/interrupted if anything raises."""
     st.remove_stale_temps(path)
     info = st.read_json(path / st.STATUS_FILE, {}) or {}
-    if not (path / st.CONFIG_FILE).is_file() or not (path / st.CHECKPOINT_FILE).is_file():
-        st.atomic_write_json(config.to_dict(), path / st.CONFIG_FILE)
-        st.atomic_write_json([], path / st.HISTORY_FILE)
-        info = {"created": info.get("created") or st.now_iso(), "sessions": info.get("sessions", 0)}
-    for stale in ("error", "diverged_at", "finished"):
-        info.pop(stale, None)
-    info.update(status=st.RUNNING, updated=st.now_iso(), torch_version=torch.__version__,
-                sessions=int(info.get("sessions", 0)) + 1)
-    st.atomic_write_json(info, path / st.STATUS_FILE)
+    # The try covers writing the run's first files too: a Ctrl-C (or run_many stopping its
+    # workers) right as a run starts must not leave it marked "running".
     try:
+        if not (path / st.CONFIG_FILE).is_file() or not (path / st.CHECKPOINT_FILE).is_file():
+            st.atomic_write_json(config.to_dict(), path / st.CONFIG_FILE)
+            st.atomic_write_json([], path / st.HISTORY_FILE)
+            info = {"created": info.get("created") or st.now_iso(), "sessions": info.get("sessions", 0)}
+        for stale in ("error", "diverged_at", "finished"):
+            info.pop(stale, None)
+        info.update(status=st.RUNNING, updated=st.now_iso(), torch_version=torch.__version__,
+                    sessions=int(info.get("sessions", 0)) + 1)
+        st.atomic_write_json(info, path / st.STATUS_FILE)
         return _fit(config, path, cbs, progress, info)
     except BaseException as exc:
         info.update(status=st.INTERRUPTED if isinstance(exc, KeyboardInterrupt) else st.FAILED,
                     updated=st.now_iso(), error="".join(traceback.format_exception_only(type(exc), exc)).strip())
-        with contextlib.suppress(Exception):
-            st.atomic_write_json(info, path / st.STATUS_FILE)
+        if (path / st.CONFIG_FILE).is_file():  # else there is no run here yet to mark
+            with contextlib.suppress(Exception):
+                st.atomic_write_json(info, path / st.STATUS_FILE)
         raise
 
 
@@ -290,10 +325,10 @@ def _fit(config: RunConfig, path: Path, cbs: Callbacks, progress: bool, info: di
                 t0 = time.perf_counter()
                 state.epoch = epoch
                 loaders.train.set_epoch(epoch)
-                lr = optimizer.param_groups[0]["lr"]
                 model.train()
                 step_model.train()
                 cbs("on_epoch_start", state)
+                lr = optimizer.param_groups[0]["lr"]  # after the callbacks, which may set it
                 loss_sum = torch.zeros((), device=device, dtype=_acc_dtype(device))
                 correct = torch.zeros((), device=device, dtype=torch.int64)
                 seen = 0
@@ -332,11 +367,20 @@ def _fit(config: RunConfig, path: Path, cbs: Callbacks, progress: bool, info: di
                 if loaders.val is not None:
                     record["val_loss"], record["val_acc"] = evaluate(step_model, loaders.val, loss_fn, device,
                                                                      precision)
+                # The last steps of an epoch may have diverged after the loss checks above: never
+                # record, schedule on or checkpoint such an epoch (the previous checkpoint stays).
+                bad = [k for k in ("test_loss", "val_loss") if k in record and not math.isfinite(record[k])]
+                if bad:
+                    raise Diverged(f"non-finite {' and '.join(bad)} after epoch {epoch + 1}")
+                bad = non_finite_tensors(model)
+                if bad:
+                    shown = ", ".join(bad[:5]) + (f" (+{len(bad) - 5} more)" if len(bad) > 5 else "")
+                    raise Diverged(f"non-finite weights after epoch {epoch + 1}: {shown}")
                 monitored = record["val_acc" if config.monitor == "val" else "test_acc"]
                 scheduler_step(scheduler, 100.0 - monitored)
                 record["lr"] = lr
                 record["epoch_seconds"] = time.perf_counter() - t0
-                record["images_per_s"] = seen / train_seconds if train_seconds > 0 else float("nan")
+                record["images_per_s"] = seen / train_seconds if train_seconds > 0 else None
                 history.append(record)
                 wall += record["epoch_seconds"]
                 cbs("on_epoch_end", state, record)
@@ -349,7 +393,8 @@ def _fit(config: RunConfig, path: Path, cbs: Callbacks, progress: bool, info: di
                 info.update(updated=st.now_iso(), wall_seconds=wall, epochs_done=len(history))
                 st.atomic_write_json(info, path / st.STATUS_FILE)
                 bar.set_postfix(loss=f"{train_loss:.3f}", acc=f"{train_acc:.1f}",
-                                test_err=f"{100.0 - record['test_acc']:.2f}", img_s=f"{record['images_per_s']:.0f}")
+                                test_err=f"{100.0 - record['test_acc']:.2f}",
+                                img_s=f"{record['images_per_s'] or 0:.0f}")
                 bar.update(1)
             status = st.FINISHED
         except Diverged as exc:

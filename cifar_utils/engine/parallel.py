@@ -11,6 +11,18 @@ results are in the store as soon as they finish). When all are done, if any fail
 :class:`RunManyError` is raised; its ``runs`` holds the :class:`Run` of every config (None for
 the failed ones, which keep status ``failed`` in the store) and ``errors`` maps config index to
 the error text. Diverged runs are not failures.
+
+Data: before the workers start, the parent loads each distinct data spec (``dataset``,
+``source``, ``data_root``) of the runs to train once, so that a download (``source="auto"`` or
+``"download"`` on a fresh machine) or the decoding of an image archive happens once, here, into
+the cache, and the workers only read the finished files; without this, several workers would
+download into the same cache folder at once and could corrupt each other's files. (Two separate
+``run_many`` calls started at the same time on an empty cache are not protected.)
+
+Ctrl-C (``KeyboardInterrupt``, also a notebook's "interrupt kernel", which reaches only this
+process): queued runs are cancelled and the workers are stopped (SIGTERM, which a worker turns
+into an interrupt of its run, so that the run is marked ``interrupted`` and resumes from its last
+checkpoint next time), then the ``KeyboardInterrupt`` propagates.
 """
 
 from __future__ import annotations
@@ -18,15 +30,23 @@ from __future__ import annotations
 import importlib
 import multiprocessing as mp
 import os
+import signal
 import sys
+import time
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from contextlib import suppress
+from multiprocessing.connection import wait as mp_wait
 from pathlib import Path
 
 from cifar_utils.progress import progress_bar
 
 from . import store as st
 from .config import RunConfig
+from .datasets import load_for_config
+
+#: Seconds a stopped worker gets to mark its run interrupted before it is killed.
+STOP_GRACE_S = 10.0
 
 
 class RunManyError(RuntimeError):
@@ -38,16 +58,124 @@ class RunManyError(RuntimeError):
         super().__init__(f"{len(errors)} of {len(runs)} runs failed:\n" + "\n".join(lines))
 
 
+# Worker-process state: whether a run is in progress, and whether the parent asked us to stop.
+_IN_RUN = False
+_STOPPING = False
+
+
+def _unwinding_an_interrupt() -> bool:
+    """Whether this (worker) process is already handling a KeyboardInterrupt, e.g. run() marking
+    its run interrupted: a second one must not cut that short."""
+    return isinstance(sys.exc_info()[1], KeyboardInterrupt)
+
+
+def _on_sigint(signum, frame) -> None:
+    """In a worker: Ctrl-C in a terminal reaches every process of the group."""
+    if not _unwinding_an_interrupt():
+        raise KeyboardInterrupt
+
+
+def _on_sigterm(signum, frame) -> None:
+    """In a worker: the parent stops the pool. Interrupt the run (run() then marks it
+    ``interrupted``), or, between runs, just exit. The parent repeats the signal until the worker
+    is gone, in case the KeyboardInterrupt was swallowed (raised inside a callback, say)."""
+    global _STOPPING
+    _STOPPING = True
+    if not _IN_RUN:
+        os._exit(128 + signum)
+    if not _unwinding_an_interrupt():
+        raise KeyboardInterrupt("run_many was stopped")
+
+
+def _init_worker() -> None:
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    signal.signal(signal.SIGINT, _on_sigint)
+
+
 def _worker(config_dict: dict, runs_dir: str, imports: Sequence[str], threads: int | None) -> str:
-    for module in imports:
-        importlib.import_module(module)
-    if threads:
-        import torch
+    global _IN_RUN
+    _IN_RUN = True
+    try:
+        for module in imports:
+            importlib.import_module(module)
+        if threads:
+            import torch
 
-        torch.set_num_threads(threads)
-    from .loop import run
+            torch.set_num_threads(threads)
+        from .loop import run
 
-    return str(run(RunConfig.from_dict(config_dict), runs_dir=runs_dir, progress=False).path)
+        return str(run(RunConfig.from_dict(config_dict), runs_dir=runs_dir, progress=False).path)
+    except KeyboardInterrupt:
+        if _STOPPING:  # the run is marked interrupted; do not go on to a queued one
+            os._exit(128 + signal.SIGTERM)
+        raise
+    finally:
+        _IN_RUN = False
+
+
+def _usable_cpus() -> int:
+    """CPUs this process may run on (its affinity mask, e.g. under taskset, Slurm or a container
+    cpuset), else ``os.cpu_count()``."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def _threads_per_worker(workers: int) -> int:
+    return max(1, _usable_cpus() // max(1, workers))
+
+
+def _data_spec(config: RunConfig) -> tuple:
+    return (config.dataset, config.source, config.data_root)
+
+
+def _prefetch_data(configs: Iterable[RunConfig]) -> None:
+    """Load each distinct data spec once in this process (see the module doc), so that workers
+    started afterwards find the downloaded / decoded files in the cache. Errors are left for the
+    workers to report, per run."""
+    seen = set()
+    for c in configs:
+        spec = _data_spec(c)
+        if spec in seen:
+            continue
+        seen.add(spec)
+        try:
+            load_for_config(c)
+        except Exception:  # e.g. no data: each worker fails with the full message
+            pass
+
+
+def _stop_pool(pool: ProcessPoolExecutor, grace: float = STOP_GRACE_S) -> None:
+    """Cancel queued runs and stop the worker processes now: SIGTERM, repeated every half second
+    (a worker marks its run interrupted and exits), SIGKILL for any still alive after ``grace``
+    seconds."""
+    # shutdown() forgets both. Exits are awaited on the sentinels, which does not reap the
+    # processes: the pool's manager thread reaps them, and two threads reaping the same child
+    # race (the loser sees it as still running).
+    procs = list((getattr(pool, "_processes", None) or {}).values())
+    manager = getattr(pool, "_executor_manager_thread", None)
+    sentinels = {}
+    for proc in procs:
+        with suppress(ValueError):  # a closed process object
+            sentinels[proc.sentinel] = proc
+    pool.shutdown(wait=False, cancel_futures=True)
+    deadline = time.monotonic() + grace
+    while sentinels and (left := deadline - time.monotonic()) > 0:
+        for proc in sentinels.values():  # not exited, so not reaped: the pid is still theirs
+            with suppress(ValueError, OSError):
+                proc.terminate()
+        for ready in mp_wait(list(sentinels), timeout=min(left, 0.5)):
+            sentinels.pop(ready)
+    for proc in sentinels.values():
+        with suppress(ValueError, OSError):
+            proc.kill()
+    if manager is not None:
+        manager.join(timeout=5.0)
+    if manager is None or not manager.is_alive():
+        for proc in procs:
+            with suppress(ValueError):
+                proc.join(timeout=1.0)
 
 
 def _auto_imports(configs: Iterable[RunConfig]) -> list[str]:
@@ -89,9 +217,12 @@ def run_many(configs: Iterable[RunConfig], *, jobs: int = 1, runs_dir: str | Pat
     with per-run progress bars; ``jobs > 1`` uses up to that many spawned worker processes, all
     on the configs' device, with one bar counting finished runs. Runs already finished in the
     store are loaded without starting a process. Duplicate configs are trained once. Unless a
-    config names a CUDA device explicitly, each worker gets ``cpu_count // workers`` torch CPU
-    threads (so workers do not fight over the cores). Callbacks are not supported here: use
-    :func:`run` for runs that need them.
+    config names a CUDA device explicitly, each worker gets ``usable CPUs // workers`` torch CPU
+    threads, at least 1 (so workers do not fight over the cores; "usable" respects the process's
+    CPU affinity). Before the workers start, each distinct data spec is loaded once here so that
+    downloads happen once (see the module doc). Ctrl-C cancels the queued runs, stops the workers
+    and raises ``KeyboardInterrupt``. Callbacks are not supported here: use :func:`run` for runs
+    that need them.
     """
     from .loop import run
 
@@ -127,27 +258,34 @@ def run_many(configs: Iterable[RunConfig], *, jobs: int = 1, runs_dir: str | Pat
                     errors[i] = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
     elif todo:
         all_imports = list(dict.fromkeys([*imports, *_auto_imports(configs)]))
+        workers = min(jobs, len(todo))
         threads = None
         if not any(str(c.device).startswith("cuda") for c in configs):
-            threads = max(1, (os.cpu_count() or 1) // min(jobs, len(todo)))
-        ctx = mp.get_context("spawn")
-        with ProcessPoolExecutor(max_workers=min(jobs, len(todo)), mp_context=ctx) as pool, \
-                progress_bar(total=len(todo), desc=f"run_many ({jobs} jobs)", disable=not progress) as bar:
-            futures = {pool.submit(_worker, configs[idx[0]].to_dict(), str(store.root), all_imports, threads): idx
-                       for idx in todo.values()}
-            for fut in as_completed(futures):
-                indices = futures[fut]
-                try:
-                    result = st.load_run(fut.result())
-                    for i in indices:
-                        runs[i] = result
-                except Exception as exc:
-                    import traceback
+            threads = _threads_per_worker(workers)
+        _prefetch_data(configs[idx[0]] for idx in todo.values())
+        pool = ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"),
+                                   initializer=_init_worker)
+        try:
+            with progress_bar(total=len(todo), desc=f"run_many ({jobs} jobs)", disable=not progress) as bar:
+                futures = {pool.submit(_worker, configs[idx[0]].to_dict(), str(store.root), all_imports, threads):
+                           idx for idx in todo.values()}
+                for fut in as_completed(futures):
+                    indices = futures[fut]
+                    try:
+                        result = st.load_run(fut.result())
+                        for i in indices:
+                            runs[i] = result
+                    except Exception as exc:
+                        import traceback
 
-                    text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-                    for i in indices:
-                        errors[i] = text
-                bar.update(1)
+                        text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+                        for i in indices:
+                            errors[i] = text
+                    bar.update(1)
+        except BaseException:  # Ctrl-C above all: leaving a `with pool` would wait for every queued run
+            _stop_pool(pool)
+            raise
+        pool.shutdown(wait=True)
     if errors:
         raise RunManyError(runs, errors)
     return runs  # type: ignore[return-value]

@@ -16,6 +16,8 @@
 ``callbacks.pt``   saved callback states (only if a callback had any)
 =================  ===========================================================================
 
+JSON files are strict JSON: a non-finite number (a NaN or infinite loss) is written as ``null``.
+
 Every file is written atomically: a temporary file in the same folder, flushed and fsynced, then
 ``os.replace``-d over the old one. A crash or kill mid-write leaves the previous version intact
 (the stray ``.<name>.*.tmp`` file is removed the next time the run is opened for training).
@@ -28,6 +30,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import math
 import os
 import tempfile
 from collections.abc import Callable, Iterator
@@ -84,8 +87,21 @@ def atomic_save(obj: Any, path: str | Path) -> None:
     atomic_write(path, lambda f: torch.save(obj, f))
 
 
+def json_safe(data: Any) -> Any:
+    """A copy of ``data`` with every non-finite float (NaN, inf) replaced by None, recursively,
+    so that it dumps as strict JSON (``null``) that any parser reads."""
+    if isinstance(data, float):
+        return data if math.isfinite(data) else None
+    if isinstance(data, dict):
+        return {k: json_safe(v) for k, v in data.items()}
+    if isinstance(data, (list, tuple)):
+        return [json_safe(v) for v in data]
+    return data
+
+
 def atomic_write_json(data: Any, path: str | Path) -> None:
-    text = json.dumps(data, indent=1, sort_keys=False, default=str)
+    """Write ``data`` as strict JSON (non-finite floats become ``null``), atomically."""
+    text = json.dumps(json_safe(data), indent=1, sort_keys=False, default=str, allow_nan=False)
     atomic_write(path, lambda f: f.write(text.encode()))
 
 
