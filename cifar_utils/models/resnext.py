@@ -23,6 +23,7 @@ from typing import ClassVar
 from torch import Tensor, nn
 
 from .registry import register_model
+from .resnet import _shortcut
 
 
 class ResNeXtBlock(nn.Module):
@@ -42,11 +43,7 @@ class ResNeXtBlock(nn.Module):
         self.act2 = nn.ReLU()
         self.conv3 = nn.Conv2d(group_width, out_planes, 1, bias=False)
         self.bn3 = nn.BatchNorm2d(out_planes)
-        self.shortcut: nn.Module = nn.Identity()
-        if stride != 1 or in_planes != out_planes:
-            self.shortcut = nn.Sequential(
-                nn.Conv2d(in_planes, out_planes, 1, stride=stride, bias=False), nn.BatchNorm2d(out_planes)
-            )
+        self.shortcut = _shortcut(in_planes, out_planes, stride)
         self.act3 = nn.ReLU()
 
     def forward(self, x: Tensor) -> Tensor:
