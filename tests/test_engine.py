@@ -571,3 +571,18 @@ def test_ctrl_c_stops_run_many(tmp_path, monkeypatch):
     stored = RunStore(tmp_path).list()
     assert 1 <= len(stored) < len(configs), [r.status for r in stored]
     assert all(r.status in ("finished", "interrupted") for r in stored), [r.status for r in stored]
+
+
+def test_finished_runs_can_drop_their_checkpoint(tmp_path, monkeypatch):
+    from cifar_utils.engine import load_run
+
+    monkeypatch.setenv("CIFAR_UTILS_KEEP_CHECKPOINTS", "0")
+    first = run(config(epochs=2), runs_dir=tmp_path, progress=False)
+    assert first.status == "finished"
+    assert not (first.path / "checkpoint.pt").exists() and (first.path / "model.pt").exists()
+    again = run(config(epochs=2), runs_dir=tmp_path, progress=False)  # loaded, not retrained
+    assert again.history == first.history and again.status == "finished"
+    assert load_run(first.path).model is not None
+    monkeypatch.setenv("CIFAR_UTILS_KEEP_CHECKPOINTS", "maybe")
+    with pytest.raises(ValueError, match="use 1 .keep, the default. or 0"):
+        run(config(epochs=1, seed=5), runs_dir=tmp_path, progress=False)

@@ -413,6 +413,8 @@ def _fit(config: RunConfig, path: Path, cbs: Callbacks, progress: bool, info: di
     info.update(status=status, updated=st.now_iso(), finished=st.now_iso(), wall_seconds=wall,
                 epochs_done=len(history))
     st.atomic_write_json(info, path / st.STATUS_FILE)
+    if status == st.FINISHED and not st.keep_checkpoints():
+        (path / st.CHECKPOINT_FILE).unlink(missing_ok=True)  # model.pt holds the final weights
     model.eval()
     return st.Run(config=config, path=path, history=list(history), status=status, wall_seconds=wall,
                   device=info["device_name"], info=dict(info),

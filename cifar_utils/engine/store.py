@@ -48,6 +48,19 @@ DONE = (FINISHED, DIVERGED)
 
 CONFIG_FILE, HISTORY_FILE, STATUS_FILE = "config.json", "history.json", "status.json"
 CHECKPOINT_FILE, MODEL_FILE, CALLBACKS_FILE = "checkpoint.pt", "model.pt", "callbacks.pt"
+KEEP_CHECKPOINTS_VAR = "CIFAR_UTILS_KEEP_CHECKPOINTS"
+
+
+def keep_checkpoints() -> bool:
+    """Whether a finished run keeps ``checkpoint.pt`` (weights + optimizer state, to train on from
+    it) beside ``model.pt``. Default yes; ``CIFAR_UTILS_KEEP_CHECKPOINTS=0`` saves the disk space
+    (about two thirds of a run folder with SGD momentum). Unfinished runs always keep theirs."""
+    value = os.environ.get(KEEP_CHECKPOINTS_VAR, "1").strip().lower()
+    if value in ("1", "true", "yes", ""):
+        return True
+    if value in ("0", "false", "no"):
+        return False
+    raise ValueError(f"{KEEP_CHECKPOINTS_VAR}={value!r}: use 1 (keep, the default) or 0 (drop once finished)")
 
 
 # --- atomic files ----------------------------------------------------------------------------
