@@ -72,17 +72,19 @@ class BasicBlock(nn.Module):
 
 
 class Bottleneck(nn.Module):
-    """1x1 reduce, 3x3, 1x1 expand (x4); the stride sits on the 3x3 conv."""
+    """1x1 reduce, 3x3, 1x1 expand (x4); the stride sits on the 3x3 conv. ``groups`` splits the 3x3
+    conv into parallel paths (ResNeXt's block is this one with groups = cardinality, expansion 2)."""
 
     expansion = 4
 
-    def __init__(self, in_planes: int, planes: int, stride: int = 1, act: ActFactory = nn.ReLU) -> None:
+    def __init__(self, in_planes: int, planes: int, stride: int = 1, act: ActFactory = nn.ReLU,
+                 groups: int = 1) -> None:
         super().__init__()
         out_planes = self.expansion * planes
         self.conv1 = nn.Conv2d(in_planes, planes, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(planes)
         self.act1 = act()
-        self.conv2 = nn.Conv2d(planes, planes, 3, stride=stride, padding=1, bias=False)
+        self.conv2 = nn.Conv2d(planes, planes, 3, stride=stride, padding=1, groups=groups, bias=False)
         self.bn2 = nn.BatchNorm2d(planes)
         self.act2 = act()
         self.conv3 = nn.Conv2d(planes, out_planes, 1, bias=False)

@@ -23,34 +23,16 @@ from typing import ClassVar
 from torch import Tensor, nn
 
 from .registry import register_model
-from .resnet import _shortcut
+from .resnet import Bottleneck
 
 
-class ResNeXtBlock(nn.Module):
+class ResNeXtBlock(Bottleneck):
+    """A bottleneck whose 3x3 conv has ``cardinality`` groups of ``bottleneck_width`` channels, x2 out."""
+
     expansion = 2
 
     def __init__(self, in_planes: int, cardinality: int, bottleneck_width: int, stride: int = 1) -> None:
-        super().__init__()
-        group_width = cardinality * bottleneck_width
-        out_planes = self.expansion * group_width
-        self.conv1 = nn.Conv2d(in_planes, group_width, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(group_width)
-        self.act1 = nn.ReLU()
-        self.conv2 = nn.Conv2d(
-            group_width, group_width, 3, stride=stride, padding=1, groups=cardinality, bias=False
-        )
-        self.bn2 = nn.BatchNorm2d(group_width)
-        self.act2 = nn.ReLU()
-        self.conv3 = nn.Conv2d(group_width, out_planes, 1, bias=False)
-        self.bn3 = nn.BatchNorm2d(out_planes)
-        self.shortcut = _shortcut(in_planes, out_planes, stride)
-        self.act3 = nn.ReLU()
-
-    def forward(self, x: Tensor) -> Tensor:
-        out = self.act1(self.bn1(self.conv1(x)))
-        out = self.act2(self.bn2(self.conv2(out)))
-        out = self.bn3(self.conv3(out))
-        return self.act3(out + self.shortcut(x))
+        super().__init__(in_planes, cardinality * bottleneck_width, stride, groups=cardinality)
 
 
 @dataclass(frozen=True)
