@@ -9,6 +9,10 @@
   error plateaus -- the report used the test set as its validation set).
 * :func:`run` -- train, or load a finished run from the store, or resume an interrupted one.
 * :func:`run_many` -- several runs in parallel processes.
+* :func:`train_epoch` / :func:`train_step` / :class:`StepSetup` -- the loop's own step, which
+  ``bench/`` times (``run`` is what chapters call).
+* :mod:`cifar_utils.engine.runtime` -- device, precision, channels_last and RNG helpers
+  (:func:`resolve_device`...).
 * :class:`Callback` -- hooks into the loop (``after_backward`` / ``after_step`` per step...).
 * :class:`RunStore` / :func:`load_run` / :class:`Run` -- the stored results.
 * :func:`create_loss` / :data:`LOSSES` -- ``ce``, ``bce``, ``mse``, ``huber`` (see
@@ -22,11 +26,13 @@ from .callbacks import Callback, LambdaCallback, TrainState
 from .config import RunConfig
 from .datasets import list_datasets, register_dataset
 from .losses import LOSSES, create_loss
-from .loop import evaluate, resolve_device, run
+from .loop import EpochResult, StepSetup, evaluate, run, train_epoch, train_step
 from .parallel import RunManyError, run_many
+from .runtime import resolve_device, resolve_precision
 from .store import Run, RunStore, load_run
 
 __all__ = [
     "Callback", "LambdaCallback", "TrainState", "RunConfig", "list_datasets", "register_dataset", "LOSSES",
-    "create_loss", "evaluate", "resolve_device", "run", "RunManyError", "run_many", "Run", "RunStore", "load_run",
+    "create_loss", "EpochResult", "StepSetup", "evaluate", "run", "train_epoch", "train_step", "resolve_device",
+    "resolve_precision", "RunManyError", "run_many", "Run", "RunStore", "load_run",
 ]

@@ -31,16 +31,15 @@ from __future__ import annotations
 
 import contextlib
 import math
-import platform
-import random
 import time
 import traceback
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
+from torch import Tensor, nn
 
 from cifar_utils.progress import progress_bar
 
@@ -49,6 +48,9 @@ from .callbacks import Callback, Callbacks, TrainState
 from .config import RunConfig
 from .datasets import load_for_config
 from .losses import create_loss
+# Re-exported: they lived here before runtime.py; `from cifar_utils.engine.loop import ...` still works.
+from .runtime import (autocast, device_name, resolve_channels_last, resolve_device, resolve_precision,  # noqa: F401
+                      rng_state, seed_everything, set_rng_state)
 
 #: How often (in steps) the loop checks the running training loss for NaN/inf (a GPU sync).
 NAN_CHECK_EVERY = 50
@@ -58,77 +60,6 @@ EVAL_BATCH_SIZE = 512
 
 class Diverged(Exception):
     """Raised inside the loop when the training loss stops being finite."""
-
-
-# --- execution settings ------------------------------------------------------------------------
-
-def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """``"auto"`` -> ``cuda`` when available, else ``cpu``; anything else as given."""
-    if isinstance(device, torch.device):
-        return device
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
-def resolve_precision(precision: str, device: torch.device) -> str:
-    """``"auto"`` -> ``"bf16"`` on a CUDA GPU with native bf16 (compute capability 8.0+, Ampere or
-    newer; ROCm), ``"fp32"`` elsewhere, including older GPUs where bf16 would only be emulated
-    (slower than fp32)."""
-    if precision == "auto":
-        return "bf16" if device.type == "cuda" and _native_bf16(device) else "fp32"
-    return precision
-
-
-def _native_bf16(device: torch.device) -> bool:
-    """Whether the CUDA ``device`` computes in bf16 natively (not emulated)."""
-    # is_bf16_supported asks about the *current* device; switch only when an index is given.
-    ctx = torch.cuda.device(device) if device.index is not None else contextlib.nullcontext()
-    with ctx:
-        try:
-            return bool(torch.cuda.is_bf16_supported(including_emulation=False))
-        except TypeError:  # a torch without the argument: decide from the compute capability
-            if torch.version.hip:
-                return True
-            return torch.cuda.is_available() and torch.cuda.get_device_capability(device)[0] >= 8
-
-
-def resolve_channels_last(channels_last: bool | None, device: torch.device) -> bool:
-    return device.type == "cuda" if channels_last is None else bool(channels_last)
-
-
-def autocast(device: torch.device, precision: str):
-    """The forward-pass context: bf16 autocast, or nothing for fp32."""
-    if precision == "bf16":
-        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
-
-def device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return f"{device.type}: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
-def rng_state() -> dict[str, Any]:
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state: dict[str, Any]) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
-        torch.cuda.set_rng_state_all(state["cuda"])
 
 
 # --- evaluation -------------------------------------------------------------------------------
@@ -170,6 +101,109 @@ def non_finite_tensors(model: torch.nn.Module) -> list[str]:
         return []
     finite = torch.stack([torch.isfinite(t.detach()).all() for _, t in named]).cpu()
     return [n for (n, _), ok in zip(named, finite.tolist()) if not ok]
+
+
+# --- one step, one epoch: what _fit runs and what bench/ times -----------------------------------
+
+@dataclass
+class StepSetup:
+    """What every training step uses, built once per run (by the loop, or by a benchmark).
+
+    ``step_model`` is what the forward pass calls: ``model`` itself (the default) or its
+    ``torch.compile`` wrapper; gradients are clipped on ``model``'s parameters. ``callbacks``'
+    ``after_backward`` / ``after_step`` hooks run only when the step is given a :class:`TrainState`.
+    """
+
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    loss_fn: Callable[[Tensor, Tensor], Tensor]
+    device: torch.device
+    precision: str = "fp32"
+    step_model: nn.Module | None = None
+    grad_clip: float | None = None
+    callbacks: Callbacks | None = None
+    _after_backward: bool = field(init=False, repr=False)
+    _after_step: bool = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.step_model is None:
+            self.step_model = self.model
+        # Asked once: calling an empty hook list on every step costs time on a fast GPU.
+        self._after_backward = self.callbacks is not None and self.callbacks.has("after_backward")
+        self._after_step = self.callbacks is not None and self.callbacks.has("after_step")
+
+
+@dataclass(frozen=True)
+class EpochResult:
+    """What :func:`train_epoch` measured: mean loss and accuracy (percent) over the ``images``
+    trained, and the ``seconds`` it took (ending with one device sync)."""
+
+    loss: float
+    acc: float
+    images: int
+    seconds: float
+
+    @property
+    def images_per_s(self) -> float | None:
+        return self.images / self.seconds if self.seconds > 0 else None
+
+
+def train_step(setup: StepSetup, x: Tensor, y: Tensor, state: TrainState | None = None) -> tuple[Tensor, Tensor]:
+    """One optimizer step on the batch ``(x, y)``: forward (under the precision's autocast), loss
+    in fp32, backward, ``after_backward`` hooks, gradient clipping, ``optimizer.step()``,
+    ``after_step`` hooks. Returns the batch's detached mean loss and its number of correct
+    predictions, as device tensors (no sync). With a ``state``, counts ``state.step`` and runs the
+    hooks with the batch in ``state.x / y / output / loss``."""
+    with autocast(setup.device, setup.precision):
+        out = setup.step_model(x)
+    loss = setup.loss_fn(out.float(), y)
+    setup.optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if state is not None:
+        state.x, state.y, state.output, state.loss = x, y, out, loss
+        if setup._after_backward:
+            setup.callbacks("after_backward", state)
+    if setup.grad_clip is not None:
+        torch.nn.utils.clip_grad_norm_(setup.model.parameters(), setup.grad_clip)
+    setup.optimizer.step()
+    if state is not None:
+        state.step += 1
+        if setup._after_step:
+            setup.callbacks("after_step", state)
+    return loss.detach(), (out.detach().argmax(1) == y).sum()
+
+
+def train_epoch(setup: StepSetup, batches: Iterable, state: TrainState | None = None) -> EpochResult:
+    """:func:`train_step` on every ``(x, y)`` of ``batches`` (a loader's epoch, or any iterable of
+    device batches, e.g. a benchmark's ``islice``). The running loss is checked for NaN/inf every
+    :data:`NAN_CHECK_EVERY` steps and at the end (raising :class:`Diverged`); the result's figures
+    cost one sync, at the end."""
+    t0 = time.perf_counter()
+    loss_sum = torch.zeros((), device=setup.device, dtype=_acc_dtype(setup.device))
+    correct = torch.zeros((), device=setup.device, dtype=torch.int64)
+    seen = 0
+    where = f"epoch {state.epoch + 1}" if state is not None else "the benchmark"
+    try:
+        for i, (x, y) in enumerate(batches):
+            if state is not None:
+                state.batch_index = i
+            loss, right = train_step(setup, x, y, state)
+            n = y.shape[0]
+            seen += n
+            loss_sum += loss * n
+            correct += right
+            if (i + 1) % NAN_CHECK_EVERY == 0 and not torch.isfinite(loss_sum):
+                raise Diverged(f"non-finite training loss in {where} (by step {i + 1})")
+    finally:
+        if state is not None:  # do not keep the last batch's tensors alive
+            state.x = state.y = state.output = state.loss = None
+    if seen == 0:
+        raise RuntimeError("the training loader yielded no batches")
+    result = EpochResult(loss=loss_sum.item() / seen, acc=100.0 * correct.item() / seen, images=seen,
+                         seconds=time.perf_counter() - t0)
+    if not math.isfinite(result.loss):
+        raise Diverged(f"non-finite training loss ({result.loss}) in {where}")
+    return result
 
 
 # --- the entry point -----------------------------------------------------------------------------
@@ -254,39 +288,16 @@ def _train(config: RunConfig, path: Path, cbs: Callbacks, progress: bool) -> st.
 
 
 def _fit(config: RunConfig, path: Path, cbs: Callbacks, progress: bool, info: dict) -> st.Run:
-    from cifar_utils.data import make_loaders
-    from cifar_utils.models import create_model, model_options
-    from cifar_utils.optim import create_optimizer, create_scheduler, optimizer_options, scheduler_step
-
+    """Build the run, restore its checkpoint if there is one, train the remaining epochs, save it."""
     device = resolve_device(config.device)
     precision = resolve_precision(config.precision, device)
     channels_last = resolve_channels_last(config.channels_last, device)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
-
-    # data
-    seed_everything(config.seed)
-    ds = load_for_config(config)
-    loaders = make_loaders(ds, batch_size=config.batch_size, eval_batch_size=EVAL_BATCH_SIZE, device=device,
-                           augment=config.augment, cutout=config.cutout, seed=config.seed,
-                           channels_last=channels_last)
-    if config.monitor == "val" and loaders.val is None:
-        raise ValueError("monitor='val' but the dataset has no validation split (val_size > 0?)")
-
-    # model, optimizer, scheduler
-    model_args: dict[str, Any] = {"num_classes": len(ds.classes)}
-    if "in_channels" in model_options(config.model) and "in_channels" not in config.model_options:
-        model_args["in_channels"] = int(ds.x_train.shape[1])
-    seed_everything(config.seed)
-    model = create_model(config.model, **model_args, **dict(config.model_options)).to(device)
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    accepted = optimizer_options(config.optimizer)
-    common = {k: getattr(config, k) for k in ("momentum", "weight_decay") if accepted is None or k in accepted}
-    optimizer = create_optimizer(config.optimizer, model, lr=config.lr, **common, **dict(config.optimizer_options))
-    scheduler = create_scheduler(config.scheduler, optimizer, epochs=config.epochs, **dict(config.scheduler_options))
-    loss_fn = create_loss(config.loss)
-    step_model = torch.compile(model, mode=config.compile_mode) if config.compile else model
+    loaders, model, model_args, optimizer, scheduler = _build(config, device, channels_last)
+    setup = StepSetup(model=model, optimizer=optimizer, loss_fn=create_loss(config.loss), device=device,
+                      precision=precision, grad_clip=config.grad_clip, callbacks=cbs,
+                      step_model=torch.compile(model, mode=config.compile_mode) if config.compile else model)
 
     # resume?
     history: list[dict] = []
@@ -304,16 +315,15 @@ def _fit(config: RunConfig, path: Path, cbs: Callbacks, progress: bool, info: di
         set_rng_state(ckpt["rng"])
         resumed_from = start_epoch
     info.update(device=str(device), device_name=device_name(device), precision=precision,
-                channels_last=channels_last, wall_seconds=wall, epochs_done=len(history), model_args=model_args)
+                channels_last=channels_last, model_args=model_args)
     if resumed_from is not None:
         info["resumed_from"] = resumed_from
-    st.atomic_write_json(info, path / st.STATUS_FILE)
+    _save_progress(path, info, history, wall)
 
-    state = TrainState(config=config, model=model, optimizer=optimizer, scheduler=scheduler, loss_fn=loss_fn,
+    state = TrainState(config=config, model=model, optimizer=optimizer, scheduler=scheduler, loss_fn=setup.loss_fn,
                        loaders=loaders, device=device, path=path, history=history, step=step,
                        resumed_from=resumed_from)
-    has_after_backward, has_after_step = cbs.has("after_backward"), cbs.has("after_step")
-    status = st.RUNNING
+    status, diverged = st.FINISHED, {}
     with progress_bar(total=config.epochs, desc=path.name, disable=not progress) as bar:
         if start_epoch:
             bar.update(start_epoch)
@@ -322,84 +332,21 @@ def _fit(config: RunConfig, path: Path, cbs: Callbacks, progress: bool, info: di
             for epoch in range(start_epoch, config.epochs):
                 if state.stop:
                     break
-                t0 = time.perf_counter()
-                state.epoch = epoch
-                loaders.train.set_epoch(epoch)
-                model.train()
-                step_model.train()
-                cbs("on_epoch_start", state)
-                lr = optimizer.param_groups[0]["lr"]  # after the callbacks, which may set it
-                loss_sum = torch.zeros((), device=device, dtype=_acc_dtype(device))
-                correct = torch.zeros((), device=device, dtype=torch.int64)
-                seen = 0
-                for i, (x, y) in enumerate(loaders.train):
-                    with autocast(device, precision):
-                        out = step_model(x)
-                    loss = loss_fn(out.float(), y)
-                    optimizer.zero_grad(set_to_none=True)
-                    loss.backward()
-                    state.batch_index, state.x, state.y, state.output, state.loss = i, x, y, out, loss
-                    if has_after_backward:
-                        cbs("after_backward", state)
-                    if config.grad_clip is not None:
-                        torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-                    optimizer.step()
-                    state.step += 1
-                    if has_after_step:
-                        cbs("after_step", state)
-                    n = y.shape[0]
-                    seen += n
-                    loss_sum += loss.detach() * n
-                    correct += (out.detach().argmax(1) == y).sum()
-                    if (i + 1) % NAN_CHECK_EVERY == 0 and not torch.isfinite(loss_sum):
-                        raise Diverged(f"non-finite training loss in epoch {epoch + 1} (by step {i + 1})")
-                state.x = state.y = state.output = state.loss = None
-                if seen == 0:
-                    raise RuntimeError("the training loader yielded no batches")
-                train_loss, train_acc = loss_sum.item() / seen, 100.0 * correct.item() / seen
-                train_seconds = time.perf_counter() - t0
-                if not math.isfinite(train_loss):
-                    raise Diverged(f"non-finite training loss ({train_loss}) in epoch {epoch + 1}")
-
-                record: dict[str, Any] = {"epoch": epoch + 1, "train_loss": train_loss, "train_acc": train_acc}
-                record["test_loss"], record["test_acc"] = evaluate(step_model, loaders.test, loss_fn, device,
-                                                                   precision)
-                if loaders.val is not None:
-                    record["val_loss"], record["val_acc"] = evaluate(step_model, loaders.val, loss_fn, device,
-                                                                     precision)
-                # The last steps of an epoch may have diverged after the loss checks above: never
-                # record, schedule on or checkpoint such an epoch (the previous checkpoint stays).
-                bad = [k for k in ("test_loss", "val_loss") if k in record and not math.isfinite(record[k])]
-                if bad:
-                    raise Diverged(f"non-finite {' and '.join(bad)} after epoch {epoch + 1}")
-                bad = non_finite_tensors(model)
-                if bad:
-                    shown = ", ".join(bad[:5]) + (f" (+{len(bad) - 5} more)" if len(bad) > 5 else "")
-                    raise Diverged(f"non-finite weights after epoch {epoch + 1}: {shown}")
-                monitored = record["val_acc" if config.monitor == "val" else "test_acc"]
-                scheduler_step(scheduler, 100.0 - monitored)
-                record["lr"] = lr
-                record["epoch_seconds"] = time.perf_counter() - t0
-                record["images_per_s"] = seen / train_seconds if train_seconds > 0 else None
+                record = _run_epoch(setup, state, epoch)
                 history.append(record)
                 wall += record["epoch_seconds"]
                 cbs("on_epoch_end", state, record)
-
                 st.atomic_save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                                 "scheduler": scheduler.state_dict(), "rng": rng_state(), "epoch": epoch + 1,
                                 "step": state.step, "history": history, "wall_seconds": wall,
                                 "callbacks": cbs.state_dicts(), "config": config.to_dict()}, ckpt_path)
-                st.atomic_write_json(history, path / st.HISTORY_FILE)
-                info.update(updated=st.now_iso(), wall_seconds=wall, epochs_done=len(history))
-                st.atomic_write_json(info, path / st.STATUS_FILE)
-                bar.set_postfix(loss=f"{train_loss:.3f}", acc=f"{train_acc:.1f}",
+                _save_progress(path, info, history, wall)
+                bar.set_postfix(loss=f"{record['train_loss']:.3f}", acc=f"{record['train_acc']:.1f}",
                                 test_err=f"{100.0 - record['test_acc']:.2f}",
                                 img_s=f"{record['images_per_s'] or 0:.0f}")
                 bar.update(1)
-            status = st.FINISHED
         except Diverged as exc:
-            status = st.DIVERGED
-            info.update(diverged_at=len(history) + 1, error=str(exc))
+            status, diverged = st.DIVERGED, {"diverged_at": len(history) + 1, "error": str(exc)}
             bar.set_postfix_str(f"diverged in epoch {len(history) + 1}")
 
     state.x = state.y = state.output = state.loss = None
@@ -409,13 +356,85 @@ def _fit(config: RunConfig, path: Path, cbs: Callbacks, progress: bool, info: di
     callback_states = cbs.state_dicts()
     if callback_states:
         st.atomic_save(callback_states, path / st.CALLBACKS_FILE)
-    st.atomic_write_json(history, path / st.HISTORY_FILE)
-    info.update(status=status, updated=st.now_iso(), finished=st.now_iso(), wall_seconds=wall,
-                epochs_done=len(history))
-    st.atomic_write_json(info, path / st.STATUS_FILE)
+    _save_progress(path, info, history, wall, status=status, finished=st.now_iso(), **diverged)
     if status == st.FINISHED and not st.keep_checkpoints():
-        (path / st.CHECKPOINT_FILE).unlink(missing_ok=True)  # model.pt holds the final weights
+        ckpt_path.unlink(missing_ok=True)  # model.pt holds the final weights
     model.eval()
     return st.Run(config=config, path=path, history=list(history), status=status, wall_seconds=wall,
                   device=info["device_name"], info=dict(info),
                   _model=model if status == st.FINISHED else None, _callback_states=callback_states or None)
+
+
+def _build(config: RunConfig, device: torch.device, channels_last: bool):
+    """The run's loaders, model (with the arguments it was built with), optimizer and scheduler,
+    each seeded as the config says."""
+    from cifar_utils.data import make_loaders
+    from cifar_utils.models import create_model, model_options
+    from cifar_utils.optim import create_optimizer, create_scheduler, optimizer_options
+
+    seed_everything(config.seed)
+    ds = load_for_config(config)
+    loaders = make_loaders(ds, batch_size=config.batch_size, eval_batch_size=EVAL_BATCH_SIZE, device=device,
+                           augment=config.augment, cutout=config.cutout, seed=config.seed,
+                           channels_last=channels_last)
+    if config.monitor == "val" and loaders.val is None:
+        raise ValueError("monitor='val' but the dataset has no validation split (val_size > 0?)")
+
+    model_args: dict[str, Any] = {"num_classes": len(ds.classes)}
+    if "in_channels" in model_options(config.model) and "in_channels" not in config.model_options:
+        model_args["in_channels"] = int(ds.x_train.shape[1])
+    seed_everything(config.seed)
+    model = create_model(config.model, **model_args, **dict(config.model_options)).to(device)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    accepted = optimizer_options(config.optimizer)
+    common = {k: getattr(config, k) for k in ("momentum", "weight_decay") if accepted is None or k in accepted}
+    optimizer = create_optimizer(config.optimizer, model, lr=config.lr, **common, **dict(config.optimizer_options))
+    scheduler = create_scheduler(config.scheduler, optimizer, epochs=config.epochs, **dict(config.scheduler_options))
+    return loaders, model, model_args, optimizer, scheduler
+
+
+def _run_epoch(setup: StepSetup, state: TrainState, epoch: int) -> dict[str, Any]:
+    """Train epoch ``epoch`` (0-based), evaluate, check that nothing diverged, step the scheduler;
+    return the epoch's history record."""
+    from cifar_utils.optim import scheduler_step
+
+    t0 = time.perf_counter()
+    loaders, cbs = state.loaders, setup.callbacks
+    state.epoch = epoch
+    loaders.train.set_epoch(epoch)
+    setup.model.train()
+    setup.step_model.train()
+    cbs("on_epoch_start", state)
+    lr = setup.optimizer.param_groups[0]["lr"]  # after the callbacks, which may set it
+    train = train_epoch(setup, loaders.train, state)
+
+    record: dict[str, Any] = {"epoch": epoch + 1, "train_loss": train.loss, "train_acc": train.acc}
+    record["test_loss"], record["test_acc"] = evaluate(setup.step_model, loaders.test, setup.loss_fn, setup.device,
+                                                       setup.precision)
+    if loaders.val is not None:
+        record["val_loss"], record["val_acc"] = evaluate(setup.step_model, loaders.val, setup.loss_fn, setup.device,
+                                                         setup.precision)
+    # The last steps of an epoch may have diverged after the loss checks above: never
+    # record, schedule on or checkpoint such an epoch (the previous checkpoint stays).
+    bad = [k for k in ("test_loss", "val_loss") if k in record and not math.isfinite(record[k])]
+    if bad:
+        raise Diverged(f"non-finite {' and '.join(bad)} after epoch {epoch + 1}")
+    bad = non_finite_tensors(setup.model)
+    if bad:
+        shown = ", ".join(bad[:5]) + (f" (+{len(bad) - 5} more)" if len(bad) > 5 else "")
+        raise Diverged(f"non-finite weights after epoch {epoch + 1}: {shown}")
+    monitored = record["val_acc" if state.config.monitor == "val" else "test_acc"]
+    scheduler_step(state.scheduler, 100.0 - monitored)
+    record["lr"] = lr
+    record["epoch_seconds"] = time.perf_counter() - t0
+    record["images_per_s"] = train.images_per_s
+    return record
+
+
+def _save_progress(path: Path, info: dict, history: list[dict], wall: float, **fields: Any) -> None:
+    """The one place where a training run writes its ``history.json`` and ``status.json`` (``_train``
+    writes the first status and, when something raises, the failed/interrupted one)."""
+    st.atomic_write_json(history, path / st.HISTORY_FILE)
+    info.update(updated=st.now_iso(), wall_seconds=wall, epochs_done=len(history), **fields)
+    st.atomic_write_json(info, path / st.STATUS_FILE)

@@ -215,7 +215,7 @@ class Run:
 
         from cifar_utils.models import create_model
 
-        from .loop import resolve_device
+        from .runtime import resolve_device
 
         state = None
         if (self.path / MODEL_FILE).is_file():
