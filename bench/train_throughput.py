@@ -1,16 +1,19 @@
-"""Training throughput (images/s) of the input pipeline and precision settings, in one run.
+"""Training throughput (images/s) of the report's setup against the engine's, in one run.
 
-Setups, each a fresh model (same seed) trained with SGD on synthetic uint8 images:
+Setups, each a fresh model (same seed) trained with SGD on synthetic uint8 images, every step taken
+by the engine's own :func:`cifar_utils.engine.train_epoch` (the function ``run()`` trains with):
 
-1. ``seed``: what the original code did -- fp32, a torch ``DataLoader`` with 2 workers applying
+1. ``report``: what the original code did -- fp32, a torch ``DataLoader`` with 2 workers applying
    torchvision PIL transforms (pad-4 random crop, flip, ToTensor, Normalize) to every image.
-2. ``on-device fp32``: the engine's loaders (:func:`cifar_utils.data.make_loaders`): the whole
+2. ``engine, fp32``: the engine's loaders (:func:`cifar_utils.data.make_loaders`): the whole
    uint8 set on the device, augmentation as batched tensor ops there; fp32.
-3. ``+ bf16 autocast + channels_last``: the engine's CUDA default (skipped on CPU).
+3. ``engine default``: ``precision="auto"`` (bf16 autocast on a GPU with native bf16) and
+   ``channels_last`` on CUDA (skipped on CPU, where the default is setup 2).
 4. ``+ torch.compile`` (``--compile``): the previous setup with ``torch.compile(mode=...)``.
 
 Each setup runs ``--warmup`` untimed steps (worker start-up, cuDNN autotuning, compilation) and
-then ``--steps`` timed ones. Ratios are against the ``seed`` setup.
+then ``--steps`` timed ones. Ratios are against the ``report`` setup. ``bench/gpu_check.py``
+imports the functions below.
 
     python bench/train_throughput.py                       # resnet18, batch 128
     python bench/train_throughput.py --batch-size 32 --steps 3 --warmup 1   # quick, CPU
@@ -20,12 +23,15 @@ then ``--steps`` timed ones. Ratios are against the ``seed`` setup.
 from __future__ import annotations
 
 import argparse
+import itertools
 import platform
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import torch
+
+#: Seconds a DataLoader worker may take to deliver one batch before the benchmark gives up.
+LOADER_TIMEOUT_S = 120
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -37,14 +43,26 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--steps", type=int, default=20, help="timed steps per setup")
     p.add_argument("--warmup", type=int, default=5, help="untimed steps per setup")
     p.add_argument("--device", default="auto")
-    p.add_argument("--workers", type=int, default=2, help="DataLoader workers of the seed setup")
+    p.add_argument("--workers", type=int, default=2, help="DataLoader workers of the report setup")
     p.add_argument("--compile", action="store_true", help="also measure torch.compile")
     p.add_argument("--compile-mode", default="max-autotune")
     p.add_argument("--seed", type=int, default=0)
     return p.parse_args(argv)
 
 
-# --- the seed's pipeline: PIL transforms in DataLoader workers ---------------------------------
+def synthetic_dataset(dataset: str, n: int, seed: int = 0):
+    """``n`` random uint8 images of ``dataset``'s shape (the test split: the first 64 of them)."""
+    from cifar_utils.data import Dataset
+    from cifar_utils.data.meta import IMAGE_SHAPE, class_names
+
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randint(0, 256, (n, *IMAGE_SHAPE[dataset]), generator=g, dtype=torch.uint8)
+    y = torch.randint(0, 10, (n,), generator=g)
+    return Dataset(name=dataset, x_train=x, y_train=y, x_test=x[:64], y_test=y[:64], x_val=x[:0], y_val=y[:0],
+                   classes=class_names(dataset), source="synthetic")
+
+
+# --- the report's pipeline: PIL transforms in DataLoader workers --------------------------------
 
 class PILDataset(torch.utils.data.Dataset):
     """uint8 NCHW images served as PIL images through torchvision transforms (like CIFAR10())."""
@@ -65,127 +83,116 @@ class PILDataset(torch.utils.data.Dataset):
         return self.transform(img), self.y[i]
 
 
-def seed_batches(x, y, dataset: str, batch_size: int, workers: int, device) -> Iterator:
+def report_batches(ds, batch_size: int, workers: int, device: torch.device) -> Iterator:
+    """Endless device batches through the report's pipeline (close the generator to stop its workers)."""
     import torchvision.transforms as T
 
     from cifar_utils.data import normalization
 
-    mean, std = normalization(dataset)
-    size = x.shape[-1]
+    mean, std = normalization(ds.name)
+    size = ds.x_train.shape[-1]
     transform = T.Compose([T.RandomCrop(size, padding=4), T.RandomHorizontalFlip(), T.ToTensor(),
                            T.Normalize(mean, std)])
-    loader = torch.utils.data.DataLoader(PILDataset(x, y, transform), batch_size=batch_size, shuffle=True,
-                                         num_workers=workers, drop_last=True, persistent_workers=workers > 0,
-                                         pin_memory=device.type == "cuda")
+    loader = torch.utils.data.DataLoader(PILDataset(ds.x_train, ds.y_train, transform), batch_size=batch_size,
+                                         shuffle=True, num_workers=workers, drop_last=True,
+                                         persistent_workers=workers > 0, pin_memory=device.type == "cuda",
+                                         timeout=LOADER_TIMEOUT_S if workers > 0 else 0)
     while True:
         for xb, yb in loader:
             yield xb.to(device, non_blocking=True), yb.to(device, non_blocking=True)
 
 
-def device_batches(ds, batch_size: int, device, channels_last: bool) -> Iterator:
+def engine_batches(ds, batch_size: int, device: torch.device, channels_last: bool, seed: int = 0) -> Iterator:
+    """Endless batches from the engine's loader (a new epoch's order each pass)."""
     from cifar_utils.data import make_loaders
 
-    train = make_loaders(ds, batch_size=batch_size, device=device, augment=True, seed=0,
+    train = make_loaders(ds, batch_size=batch_size, device=device, augment=True, seed=seed,
                          channels_last=channels_last).train
-    epoch = 0
-    while True:
+    for epoch in itertools.count():
         train.set_epoch(epoch)
         yield from train
-        epoch += 1
 
 
 # --- measuring ----------------------------------------------------------------------------------
 
-def measure(name: str, batches: Iterator, args, device, *, precision: str = "fp32", channels_last: bool = False,
-            compile: bool = False) -> dict:
-    from cifar_utils.engine.loop import autocast, seed_everything
-    from cifar_utils.models import create_model
+def measure(name: str, batches: Iterator, *, model: str, device: torch.device, batch_size: int, steps: int,
+            warmup: int, precision: str = "fp32", channels_last: bool = False, compile: bool = False,
+            compile_mode: str = "max-autotune", compile_backend: str = "inductor", in_channels: int = 3,
+            seed: int = 0) -> dict:
+    """Images/s of ``steps`` training steps (after ``warmup`` untimed ones) of a fresh ``model``,
+    taken by the engine's :func:`train_epoch` on ``batches`` (which is closed afterwards)."""
+    from cifar_utils.engine import StepSetup, train_epoch
+    from cifar_utils.engine.runtime import seed_everything
+    from cifar_utils.models import create_model, model_options
     from cifar_utils.optim import create_optimizer
 
-    seed_everything(args.seed)
-    in_ch = 1 if args.dataset == "mnist" else 3
-    model = create_model(args.model, num_classes=10, in_channels=in_ch).to(device)
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    opt = create_optimizer("sgd", model, lr=0.1, momentum=0.9, weight_decay=5e-4)
-    step_model = torch.compile(model, mode=args.compile_mode) if compile else model
-    model.train()
-    loss_fn = torch.nn.functional.cross_entropy
-
-    def step() -> torch.Tensor:
-        x, y = next(batches)
-        with autocast(device, precision):
-            out = step_model(x)
-        loss = loss_fn(out.float(), y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        return loss
-
-    sync: Callable[[], None] = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    t_warm = time.perf_counter()
-    for _ in range(args.warmup):
-        step()
-    sync()
-    warm_s = time.perf_counter() - t_warm
-    t0 = time.perf_counter()
-    for _ in range(args.steps):
-        loss = step()
-    sync()
-    seconds = time.perf_counter() - t0
-    if not torch.isfinite(loss):
-        print(f"warning: {name}: non-finite loss", file=sys.stderr)
-    return {"setup": name, "img_s": args.steps * args.batch_size / seconds, "ms_step": 1000 * seconds / args.steps,
-            "warmup_s": warm_s}
+    try:
+        seed_everything(seed)
+        args = {"in_channels": in_channels} if "in_channels" in model_options(model) else {}
+        net = create_model(model, num_classes=10, **args).to(device)
+        if channels_last:
+            net = net.to(memory_format=torch.channels_last)
+        opt = create_optimizer("sgd", net, lr=0.1, momentum=0.9, weight_decay=5e-4)
+        step_model = net
+        if compile:
+            step_model = (torch.compile(net, mode=compile_mode) if compile_backend == "inductor"
+                          else torch.compile(net, backend=compile_backend))
+        net.train()
+        setup = StepSetup(model=net, optimizer=opt, loss_fn=torch.nn.functional.cross_entropy, device=device,
+                          precision=precision, step_model=step_model)
+        warm = train_epoch(setup, itertools.islice(batches, warmup)) if warmup else None
+        timed = train_epoch(setup, itertools.islice(batches, steps))  # ends with a sync (.item())
+    finally:
+        close = getattr(batches, "close", None)
+        if close is not None:
+            close()
+    return {"setup": name, "model": model, "precision": precision, "channels_last": channels_last,
+            "compile": compile, "img_s": timed.images / timed.seconds, "ms_step": 1000 * timed.seconds / steps,
+            "warmup_s": warm.seconds if warm else 0.0, "loss": timed.loss}
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    from cifar_utils.data import Dataset
-    from cifar_utils.data.meta import IMAGE_SHAPE, class_names
-    from cifar_utils.engine.loop import resolve_device
+    from cifar_utils.engine.runtime import device_name, resolve_device
 
     device = resolve_device(args.device)
-    shape = IMAGE_SHAPE[args.dataset]
-    n = args.batch_size * max(4, args.steps + args.warmup)
-    g = torch.Generator().manual_seed(args.seed)
-    x = torch.randint(0, 256, (n, *shape), generator=g, dtype=torch.uint8)
-    y = torch.randint(0, 10, (n,), generator=g)
-    ds = Dataset(name=args.dataset, x_train=x, y_train=y, x_test=x[:args.batch_size], y_test=y[:args.batch_size],
-                 x_val=x[:0], y_val=y[:0], classes=class_names(args.dataset), source="synthetic")
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # as the engine does
+    ds = synthetic_dataset(args.dataset, args.batch_size * max(4, args.steps + args.warmup), args.seed)
+    common = dict(model=args.model, device=device, batch_size=args.batch_size, steps=args.steps,
+                  warmup=args.warmup, in_channels=ds.x_train.shape[1], seed=args.seed)
 
     print(f"model {args.model}, batch {args.batch_size}, {args.warmup} warmup + {args.steps} timed steps per setup")
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else (
-        f"CPU {platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads")
-    print(f"device {device} ({name}); torch {torch.__version__}; python {platform.python_version()}")
+    print(f"device {device} ({device_name(device)}); torch {torch.__version__}; python {platform.python_version()}")
     print("command: python bench/train_throughput.py " + " ".join(sys.argv[1:] if argv is None else argv))
     print()
 
     rows, notes = [], []
-    rows.append(measure(f"seed: fp32, PIL DataLoader ({args.workers} workers)",
-                        seed_batches(x, y, args.dataset, args.batch_size, args.workers, device), args, device))
-    rows.append(measure("on-device data, fp32", device_batches(ds, args.batch_size, device, False), args, device))
+    rows.append(measure(f"report: fp32, PIL DataLoader ({args.workers} workers)",
+                        report_batches(ds, args.batch_size, args.workers, device), **common))
+    rows.append(measure("engine, fp32", engine_batches(ds, args.batch_size, device, False), **common))
     fast = dict(precision="fp32", channels_last=False)
     if device.type == "cuda":
-        rows.append(measure("on-device + bf16 autocast + channels_last",
-                            device_batches(ds, args.batch_size, device, True), args, device,
-                            precision="bf16", channels_last=True))
-        fast = dict(precision="bf16", channels_last=True)
+        from cifar_utils.engine.runtime import resolve_precision
+
+        fast = dict(precision=resolve_precision("auto", device), channels_last=True)
+        rows.append(measure(f"engine default: {fast['precision']} + channels_last",
+                            engine_batches(ds, args.batch_size, device, True), **common, **fast))
     else:
-        notes.append("bf16 autocast + channels_last: skipped (CUDA only; the engine uses fp32 on CPU)")
+        notes.append("engine default on CPU = engine, fp32 (bf16 autocast + channels_last are for CUDA)")
     if args.compile:
-        label = "+ bf16 + channels_last" if device.type == "cuda" else "fp32"
-        rows.append(measure(f"on-device {label} + torch.compile({args.compile_mode})",
-                            device_batches(ds, args.batch_size, device, fast["channels_last"]), args, device,
-                            compile=True, **fast))
+        label = f"{fast['precision']} + channels_last" if device.type == "cuda" else "fp32"
+        rows.append(measure(f"engine {label} + torch.compile({args.compile_mode})",
+                            engine_batches(ds, args.batch_size, device, fast["channels_last"]), **common,
+                            compile=True, compile_mode=args.compile_mode, **fast))
     else:
         notes.append("torch.compile: not measured (pass --compile)")
 
     base = rows[0]["img_s"]
     width = max(len(r["setup"]) for r in rows)
-    print(f"{'setup':<{width}}  {'img/s':>9}  {'ms/step':>9}  {'vs seed':>7}  {'warmup s':>8}")
+    print(f"{'setup':<{width}}  {'img/s':>9}  {'ms/step':>9}  {'vs report':>9}  {'warmup s':>8}")
     for r in rows:
-        print(f"{r['setup']:<{width}}  {r['img_s']:>9.1f}  {r['ms_step']:>9.1f}  {r['img_s'] / base:>6.2f}x"
+        print(f"{r['setup']:<{width}}  {r['img_s']:>9.1f}  {r['ms_step']:>9.1f}  {r['img_s'] / base:>8.2f}x"
               f"  {r['warmup_s']:>8.1f}")
     for note in notes:
         print(f"note: {note}")
