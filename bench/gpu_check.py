@@ -394,9 +394,10 @@ def part_projection(sizes: Sizes, device, results: dict, part: dict, profile_pat
                                          model=model, device=device, batch_size=sizes.batch_size,
                                          steps=sizes.project_steps, warmup=sizes.project_warmup,
                                          precision=precision, channels_last=channels_last)["img_s"]
+                how = "default timed here; other modes scaled by part 1's mean ratios (estimated)"
             except Exception as exc:  # its own time limit included
                 print(f"[projection] {model}: {_one_line(exc)}", flush=True)
-            how = "default timed here; other modes scaled by part 1's mean ratios (estimated)"
+                how = f"timing failed: {_one_line(exc)}"
         else:
             how = "not measured"
         modes = {"default": default} if default else {}
@@ -434,6 +435,7 @@ def part_projection(sizes: Sizes, device, results: dict, part: dict, profile_pat
                 total += c.epochs * (c.train_size or CIFAR10_TRAIN) / v / 3600
             hours[mode] = None if math.isnan(total) else total
         row["hours"] = hours
+        row["no_speed"] = sorted({c.model for c in ch["runs"] if not speeds.get(c.model, {}).get("modes")})
         row["best_vs_report"] = hours["report"] / hours["best"] if hours["report"] and hours["best"] else None
         rows.append(row)
     totals = {mode: sum(r["hours"][mode] for r in rows if r.get("hours"))
@@ -545,7 +547,8 @@ def markdown(results: dict) -> str:
                 lines.append(f"| {r['chapter']} | {r['note']} | | | | | | | |")
                 continue
             h = r["hours"]
-            lines.append(f"| {r['chapter']} | {r['runs']} | {r['epochs']} | {_f(h['report'])} | {_f(h['default'])} | "
+            name = r["chapter"] + (f" (no speed for {', '.join(r['no_speed'])})" if r.get("no_speed") else "")
+            lines.append(f"| {name} | {r['runs']} | {r['epochs']} | {_f(h['report'])} | {_f(h['default'])} | "
                          f"{_f(h['compile'])} | {_f(h['concurrent4'])} | {_f(h['best'])} | "
                          f"{_f(r['best_vs_report'], '.2f', 'x')} |")
         t = proj["totals"]
