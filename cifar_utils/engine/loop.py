@@ -184,6 +184,12 @@ def run(config: RunConfig, *, runs_dir: str | Path | None = None, callbacks: Ite
       with ``resume=False``, its folder is moved aside and training restarts from scratch.
     * ``retrain=True`` moves any existing folder aside (``<name>.old-<timestamp>``) and trains anew.
       Nothing in the store is ever deleted.
+    * A **damaged** run (unreadable or edited files, see :mod:`cifar_utils.engine.store`) is
+      repaired from its checkpoint when one is intact (loaded if it was done, else resumed), else
+      moved aside and trained again; a :class:`~cifar_utils.engine.store.StoreWarning` says which.
+    * The decision (load / resume / move aside) and the training happen under one hold of the
+      run's lock: a second process asking for the same run meanwhile gets an error, never a
+      second training of a run that has just finished.
     * A diverged run returns normally with ``run.status == "diverged"``; other exceptions mark the
       run ``failed`` (``interrupted`` for Ctrl-C) and propagate; calling again resumes it.
     """
