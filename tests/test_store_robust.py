@@ -320,7 +320,8 @@ def test_a_run_finished_by_another_process_meanwhile_is_not_retrained(tmp_path, 
         with real_lock(path) as lock:
             yield lock
         if not other:
-            other.append(run(cfg, runs_dir=tmp_path, progress=False))
+            other.append(None)
+            other[0] = run(cfg, runs_dir=tmp_path, progress=False)
 
     monkeypatch.setattr(st, "run_lock", lock_then_other_process)
     calls, spy = steps_counter()
@@ -336,13 +337,13 @@ def test_a_run_finished_by_another_process_meanwhile_is_not_retrained(tmp_path, 
 def test_store_files_follow_the_umask(tmp_path, umask, mode):
     old = os.umask(umask)
     try:
-        assert st.current_umask() == umask
         result = run(config(epochs=1), runs_dir=tmp_path, progress=False)
+        files = [p for p in result.path.iterdir() if p.is_file()]
+        assert {p.name for p in files} >= {"config.json", "history.json", "status.json", "model.pt"}
+        assert {p.name: stat.S_IMODE(p.stat().st_mode) for p in files} == {p.name: mode for p in files}
+        assert st.current_umask() == umask and os.umask(umask) == umask  # read without changing it
     finally:
         os.umask(old)
-    files = [p for p in result.path.iterdir() if p.is_file()]
-    assert {p.name for p in files} >= {"config.json", "history.json", "status.json", "model.pt"}
-    assert {p.name: stat.S_IMODE(p.stat().st_mode) for p in files} == {p.name: mode for p in files}
 
 
 # --- 7 and #9: the checkpoint setting, checked at the start; finished runs stay light -------------
