@@ -249,9 +249,6 @@ def _train(config: RunConfig, path: Path, cbs: Callbacks, progress: bool) -> st.
                     sessions=int(info.get("sessions", 0)) + 1)
         st.atomic_write_json(info, path / st.STATUS_FILE)
         result = _fit(config, path, cbs, progress, info)
-        if result.status in st.DONE:  # checksum the history, drop the previous checkpoint
-            result.info.update(st.seal_run(path))
-        return result
     except BaseException as exc:
         info.update(status=st.INTERRUPTED if isinstance(exc, KeyboardInterrupt) else st.FAILED,
                     updated=st.now_iso(), error="".join(traceback.format_exception_only(type(exc), exc)).strip())
@@ -259,6 +256,9 @@ def _train(config: RunConfig, path: Path, cbs: Callbacks, progress: bool) -> st.
             with contextlib.suppress(Exception):
                 st.atomic_write_json(info, path / st.STATUS_FILE)
         raise
+    if result.status in st.DONE:  # checksum the history (checked on load), drop the previous checkpoint
+        result.info.update(st.seal_run(path))
+    return result
 
 
 def _fit(config: RunConfig, path: Path, cbs: Callbacks, progress: bool, info: dict) -> st.Run:
