@@ -219,7 +219,12 @@ def read_mnist_idx(folder: Path) -> Arrays:
 # .npz arrays
 
 def _npz_arrays(path: Path, keys: Sequence[Sequence[str]]) -> list[np.ndarray]:
-    """Load one array per entry of ``keys`` (each entry: accepted names, first match wins)."""
+    """Load one array per entry of ``keys`` (each entry: accepted names, first match wins).
+
+    A file that is not a zip archive (random bytes, a pickle, a lone ``.npy``) is refused as "not a
+    valid .npz" before numpy sees it: numpy's own message for it would suggest
+    ``allow_pickle=True``, i.e. running whatever code the file holds."""
+    _check_npz_magic(path)
     try:
         with np.load(path, allow_pickle=False) as z:
             files = set(z.files)
@@ -234,7 +239,25 @@ def _npz_arrays(path: Path, keys: Sequence[Sequence[str]]) -> list[np.ndarray]:
     except CorruptDataError:
         raise
     except (zipfile.BadZipFile, ValueError, OSError, EOFError, zlib.error, KeyError) as e:
+        if "pickle" in str(e):  # an array of Python objects inside: never loaded
+            raise CorruptDataError(path, "not a valid .npz of arrays (it holds pickled Python objects, "
+                                         "which are never loaded)") from None
         raise CorruptDataError(path, f"cannot read as .npz ({type(e).__name__}: {e})") from e
+
+
+#: How every .npz (a zip archive) starts: a local file header, or the end record of an empty one.
+_ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")
+
+
+def _check_npz_magic(path: Path) -> None:
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4)
+    except OSError as e:
+        raise CorruptDataError(path, f"cannot read ({type(e).__name__}: {e})") from e
+    if head not in _ZIP_MAGIC:
+        what = "an empty file" if not head else f"its first bytes are {head!r}, a zip archive starts with b'PK'"
+        raise CorruptDataError(path, f"not a valid .npz file ({what})")
 
 
 def read_npz(name: str, path: Path) -> Arrays:

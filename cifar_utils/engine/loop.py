@@ -218,12 +218,19 @@ def run(config: RunConfig, *, runs_dir: str | Path | None = None, callbacks: Ite
       with ``resume=False``, its folder is moved aside and training restarts from scratch.
     * ``retrain=True`` moves any existing folder aside (``<name>.old-<timestamp>``) and trains anew.
       Nothing in the store is ever deleted.
+    * A **damaged** run (unreadable or edited files, see :mod:`cifar_utils.engine.store`) is
+      repaired from its checkpoint when one is intact (loaded if it was done, else resumed), else
+      moved aside and trained again; a :class:`~cifar_utils.engine.store.StoreWarning` says which.
+    * The decision (load / resume / move aside) and the training happen under one hold of the
+      run's lock: a second process asking for the same run meanwhile gets an error, never a
+      second training of a run that has just finished.
     * A diverged run returns normally with ``run.status == "diverged"``; other exceptions mark the
       run ``failed`` (``interrupted`` for Ctrl-C) and propagate; calling again resumes it.
     """
     if not isinstance(config, RunConfig):
         raise TypeError(f"run() takes a RunConfig, got {type(config).__name__}")
     config.validate()
+    st.check_settings()  # e.g. a bad CIFAR_UTILS_KEEP_CHECKPOINTS: now, not after training
     cbs = Callbacks(callbacks)
     store = st.RunStore(runs_dir)
     path = store.path_for(config)
@@ -233,21 +240,19 @@ def run(config: RunConfig, *, runs_dir: str | Path | None = None, callbacks: Ite
             if cbs.items:
                 cbs.load_state_dicts(existing.callback_states)
             return existing
-    path.mkdir(parents=True, exist_ok=True)
 
-    moved = False
-    with st.run_lock(path):
+    # Everything from here on is decided and done under one hold of the run's lock, so that no
+    # other process can finish (or start) this run between our look at it and our training.
+    with st.run_lock(path) as lock:
         existing = _existing_run(path, config)
+        if existing is not None and existing.status == st.DAMAGED and not retrain:
+            existing = st.repair_run(lock, existing, config)  # None: moved aside, train afresh
         if existing is not None and existing.status in st.DONE and not retrain:
             if cbs.items:
                 cbs.load_state_dicts(existing.callback_states)
             return existing
         if existing is not None and (retrain or not resume):
-            st.move_aside(path)
-            moved = True
-    if moved:
-        path.mkdir(parents=True, exist_ok=True)
-    with st.run_lock(path):
+            lock.move_aside()
         return _train(config, path, cbs, progress)
 
 
@@ -255,7 +260,7 @@ def _existing_run(path: Path, config: RunConfig) -> st.Run | None:
     if not (path / st.CONFIG_FILE).is_file():
         return None
     existing = st.load_run(path)
-    if existing.config.to_dict() != config.to_dict():
+    if existing.config is not None and existing.config.to_dict() != config.to_dict():
         raise RuntimeError(f"{path} holds a different config (a key collision, or the config format changed); "
                            "use another runs_dir or move that folder away")
     return existing
@@ -264,20 +269,20 @@ def _existing_run(path: Path, config: RunConfig) -> st.Run | None:
 def _train(config: RunConfig, path: Path, cbs: Callbacks, progress: bool) -> st.Run:
     """Mark the run as running, train it, and mark it failed/interrupted if anything raises."""
     st.remove_stale_temps(path)
-    info = st.read_json(path / st.STATUS_FILE, {}) or {}
+    info = st.read_status(path)
     # The try covers writing the run's first files too: a Ctrl-C (or run_many stopping its
     # workers) right as a run starts must not leave it marked "running".
     try:
-        if not (path / st.CONFIG_FILE).is_file() or not (path / st.CHECKPOINT_FILE).is_file():
+        if not (path / st.CONFIG_FILE).is_file() or not st.has_checkpoint(path):
             st.atomic_write_json(config.to_dict(), path / st.CONFIG_FILE)
             st.atomic_write_json([], path / st.HISTORY_FILE)
             info = {"created": info.get("created") or st.now_iso(), "sessions": info.get("sessions", 0)}
-        for stale in ("error", "diverged_at", "finished"):
+        for stale in ("error", "diverged_at", "finished", "history_sha256", "model_bytes"):
             info.pop(stale, None)
         info.update(status=st.RUNNING, updated=st.now_iso(), torch_version=torch.__version__,
                     sessions=int(info.get("sessions", 0)) + 1)
         st.atomic_write_json(info, path / st.STATUS_FILE)
-        return _fit(config, path, cbs, progress, info)
+        result = _fit(config, path, cbs, progress, info)
     except BaseException as exc:
         info.update(status=st.INTERRUPTED if isinstance(exc, KeyboardInterrupt) else st.FAILED,
                     updated=st.now_iso(), error="".join(traceback.format_exception_only(type(exc), exc)).strip())
@@ -285,6 +290,9 @@ def _train(config: RunConfig, path: Path, cbs: Callbacks, progress: bool) -> st.
             with contextlib.suppress(Exception):
                 st.atomic_write_json(info, path / st.STATUS_FILE)
         raise
+    if result.status in st.DONE:  # checksum the history (checked on load), drop the previous checkpoint
+        result.info.update(st.seal_run(path))
+    return result
 
 
 def _fit(config: RunConfig, path: Path, cbs: Callbacks, progress: bool, info: dict) -> st.Run:
@@ -304,8 +312,8 @@ def _fit(config: RunConfig, path: Path, cbs: Callbacks, progress: bool, info: di
     start_epoch, step, wall = 0, 0, 0.0
     resumed_from = None
     ckpt_path = path / st.CHECKPOINT_FILE
-    if ckpt_path.is_file():
-        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)  # our own file
+    ckpt = st.load_checkpoint(ckpt_path)  # the latest intact one (or the previous), else None
+    if ckpt is not None:
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         scheduler.load_state_dict(ckpt["scheduler"])

@@ -9,8 +9,11 @@ or engine datasets the configs use are added automatically.
 Failures: every config is attempted; one that raises does not stop or lose the others (their
 results are in the store as soon as they finish). When all are done, if any failed,
 :class:`RunManyError` is raised; its ``runs`` holds the :class:`Run` of every config (None for
-the failed ones, which keep status ``failed`` in the store) and ``errors`` maps config index to
-the error text. Diverged runs are not failures.
+the failed ones, which keep status ``failed`` in the store), ``errors`` maps config index to
+the error text, and the message names each failed run with its exception type and whole message.
+Diverged runs are not failures. A damaged run in the store (see :mod:`cifar_utils.engine.store`)
+is not loaded as it is: it goes to :func:`cifar_utils.engine.run`, which repairs it from its
+checkpoint or moves it aside and trains it again, with a warning naming what was wrong.
 
 Data: before the workers start, the parent loads each distinct data spec (``dataset``,
 ``source``, ``data_root``) of the runs to train once, so that a download (``source="auto"`` or
@@ -50,12 +53,31 @@ STOP_GRACE_S = 10.0
 
 
 class RunManyError(RuntimeError):
-    """Some configs of :func:`run_many` failed; ``runs`` has the others' results."""
+    """Some configs of :func:`run_many` failed; ``runs`` has the others' results.
 
-    def __init__(self, runs: list, errors: dict[int, str]) -> None:
+    ``errors`` maps config index to the full error text (traceback included); ``failures`` maps it
+    to ``(run name, exception type, whole message)``, which is what the message shows, one block
+    per failed run, so that the cause (e.g. where the data was looked for) is never cut off."""
+
+    def __init__(self, runs: list, errors: dict[int, str],
+                 failures: dict[int, tuple[str, str, str]] | None = None) -> None:
         self.runs, self.errors = runs, errors
-        lines = [f"  [{i}] {err.strip().splitlines()[-1] if err.strip() else err}" for i, err in errors.items()]
-        super().__init__(f"{len(errors)} of {len(runs)} runs failed:\n" + "\n".join(lines))
+        self.failures = dict(failures or {})
+        blocks = []
+        for i, err in errors.items():
+            if i in self.failures:
+                name, kind, message = self.failures[i]
+                text = f"{name}: {kind}: {message}" if message else f"{name}: {kind}"
+            else:
+                text = err.strip()
+            first, *rest = text.splitlines() or [""]
+            blocks.append("\n".join([f"  [{i}] {first}", *(f"      {line}" for line in rest)]))
+        super().__init__(f"{len(errors)} of {len(runs)} runs failed:\n" + "\n".join(blocks))
+
+
+def _describe(config: RunConfig, exc: BaseException) -> tuple[str, str, str]:
+    """(run name, exception type, whole message) of a failed run."""
+    return config.name, type(exc).__name__, str(exc).strip()
 
 
 # Worker-process state: whether a run is in progress, and whether the parent asked us to stop.
@@ -231,11 +253,13 @@ def run_many(configs: Iterable[RunConfig], *, jobs: int = 1, runs_dir: str | Pat
         if not isinstance(c, RunConfig):
             raise TypeError(f"run_many takes RunConfigs, got {type(c).__name__}")
         c.validate()
+    st.check_settings()  # a bad store setting fails now, not after the training
     if jobs < 1:
         raise ValueError(f"jobs must be >= 1, got {jobs}")
     store = st.RunStore(runs_dir)
     runs: list[st.Run | None] = [None] * len(configs)
     errors: dict[int, str] = {}
+    failures: dict[int, tuple[str, str, str]] = {}
 
     todo: dict[str, list[int]] = {}  # run name -> indices of configs with that run
     for i, c in enumerate(configs):
@@ -256,6 +280,7 @@ def run_many(configs: Iterable[RunConfig], *, jobs: int = 1, runs_dir: str | Pat
 
                 for i in indices:
                     errors[i] = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+                    failures[i] = _describe(configs[i], exc)
     elif todo:
         all_imports = list(dict.fromkeys([*imports, *_auto_imports(configs)]))
         workers = min(jobs, len(todo))
@@ -281,11 +306,12 @@ def run_many(configs: Iterable[RunConfig], *, jobs: int = 1, runs_dir: str | Pat
                         text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
                         for i in indices:
                             errors[i] = text
+                            failures[i] = _describe(configs[i], exc)
                     bar.update(1)
         except BaseException:  # Ctrl-C above all: leaving a `with pool` would wait for every queued run
             _stop_pool(pool)
             raise
         pool.shutdown(wait=True)
     if errors:
-        raise RunManyError(runs, errors)
+        raise RunManyError(runs, errors, failures)
     return runs  # type: ignore[return-value]
