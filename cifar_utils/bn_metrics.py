@@ -173,7 +173,7 @@ class StepMetrics(Callback):
             self._before = [p.clone() for p in params]
         else:
             torch._foreach_copy_(self._before, params)
-        self._pending = [state.loss.detach().float(), grad_norm, change, last, beta]
+        self._pending = [state.loss.detach(), grad_norm, change, last, beta]
 
     def after_step(self, state: TrainState) -> None:
         if self._pending is None:
@@ -182,7 +182,7 @@ class StepMetrics(Callback):
         update = _norm(self._before)
         self._prev_update = update
         loss, grad_norm, change, last, beta = self._pending
-        self._rows.append(torch.stack([loss, grad_norm, update, change, last, beta]).float())
+        self._rows.append(torch.stack([t.to(torch.float64) for t in (loss, grad_norm, update, change, last, beta)]))
         self._row_steps.append(state.step)
         self._pending = None
 
@@ -286,8 +286,8 @@ class GradientProbe(Callback):
                     loss = state.loss_fn(out.float(), state.y)
                     new = torch.autograd.grad(loss, params, allow_unused=True)
                 new = [n if n is not None else torch.zeros_like(p) for n, p in zip(new, params)]
-                losses.append(loss.detach().float())
-                changes.append(_norm(torch._foreach_sub(new, grads)))
+                losses.append(loss.detach().to(torch.float64))
+                changes.append(_norm(torch._foreach_sub(new, grads)).to(torch.float64))
         finally:
             self._set(data, start, grads, 0.0)
             with torch.no_grad():
@@ -296,7 +296,7 @@ class GradientProbe(Callback):
             torch.set_rng_state(cpu_rng)
             if cuda_rng is not None:
                 torch.cuda.set_rng_state_all(cuda_rng)
-        return {"step": step, "lr": lr, "loss0": state.loss.detach().float(), "grad_norm": _norm(grads),
+        return {"step": step, "lr": lr, "loss0": state.loss.detach().to(torch.float64), "grad_norm": _norm(grads),
                 "losses": torch.stack(losses), "grad_changes": torch.stack(changes)}
 
     def _flush(self) -> None:
