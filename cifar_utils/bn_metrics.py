@@ -412,6 +412,25 @@ def probe_metrics(run: Run) -> dict[str, np.ndarray]:
     return out
 
 
+def run_summary(runs: Mapping[str, Mapping[float, Run]]):
+    """One row per run: model, learning rate, status, steps recorded, probes, the mean training loss
+    over the last 10% of the steps, the final test error, the training time and the device."""
+    import pandas as pd
+
+    rows = []
+    for model, by_lr in runs.items():
+        for lr, r in by_lr.items():
+            sm = step_metrics(r)
+            tail = sm["loss"][-max(1, len(sm["loss"]) // 10):]
+            probes = (r.callback_states or {}).get(PROBE_KEY)
+            rows.append({"model": MODELS.get(model, model), "lr": lr, "status": r.status, "steps": len(sm["step"]),
+                         "probes": len(probes["records"]) if probes else 0,
+                         "final_train_loss": float(np.nanmean(tail)) if len(tail) else math.nan,
+                         "final_test_error": r.final_test_error, "wall_s": round(r.wall_seconds, 1),
+                         "device": r.device})
+    return pd.DataFrame(rows)
+
+
 def smooth(values: Sequence[float] | np.ndarray, window: int = 1) -> np.ndarray:
     """Centred moving average over ``window`` steps, skipping NaNs; the window shrinks at the ends.
     For display only (the tables use the raw values)."""
@@ -528,8 +547,8 @@ def findings(table) -> list[str]:
     lr_cols = [c for c in table.columns if c.startswith("lr ")]
     for quantity, row in table.iterrows():
         vals = {c: row[c] for c in lr_cols if isinstance(row.get(c), float) and math.isfinite(row[c])}
-        if "band width" in table.columns and isinstance(row.get("band width"), float) and math.isfinite(row["band width"]):
-            r = row["band width"]
+        r = row.get("band width") if "band width" in table.columns else None
+        if isinstance(r, float) and math.isfinite(r):
             out.append(f"{quantity}: no-BN / BN = {r:.2f} -> "
                        f"{'supports' if r > 1 else 'does not support'} \"BN reduces loss variance\".")
             continue

@@ -15,7 +15,7 @@ matplotlib.use("agg")
 
 import cifar_utils.engine.testing as testing  # noqa: E402
 from cifar_utils import bn_metrics as bm  # noqa: E402
-from cifar_utils.engine import LambdaCallback, Run, RunConfig, RunStore, TrainState, load_run, run, run_many  # noqa: E402
+from cifar_utils.engine import LambdaCallback, Run, RunConfig, TrainState, load_run, run, run_many  # noqa: E402
 
 
 # --- a hand-driven loop for losses whose gradients we know ---------------------------------------
@@ -250,7 +250,8 @@ def fake_chapter(steps: int = 40, scale: float = 2.0) -> dict:
         base = rng.uniform(0.5, 1.5, size=(steps, len(bm.STEP_FIELDS))) + i
         base[0, 3:] = np.nan
         probes = [{"step": s, "lr": lr, "loss0": 2.0, "grad_norm": 1.0,
-                   "losses": torch.tensor([2.0 - 0.1 * i, 2.1, 2.3]), "grad_changes": torch.tensor([0.1, 0.3, 0.5]) * (i + 1)}
+                   "losses": torch.tensor([2.0 - 0.1 * i, 2.1, 2.3]),
+                   "grad_changes": torch.tensor([0.1, 0.3, 0.5]) * (i + 1)}
                   for s in range(5, steps + 1, 5)]
         bn_probes = [dict(p, losses=2.0 + (p["losses"] - 2.0) / scale, grad_changes=p["grad_changes"] / scale)
                      for p in probes]
