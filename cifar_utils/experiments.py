@@ -98,3 +98,26 @@ def results_note(profile: str, data: DataChoice, epochs: int, protocol_epochs: i
     if not reduced and profile != "smoke":
         return None
     return f"{profile} profile: " + ", ".join(reduced or ["reduced run"]) + "; not comparable with the report"
+
+
+#: Chapter 5's networks (VGG-A without and with BatchNorm) and the report's learning rates.
+BN_MODELS: tuple[str, ...] = ("vgg_a", "vgg_a_bn")
+BN_LRS: tuple[float, ...] = (2e-3, 1e-3, 5e-4, 1e-4)
+
+
+def batchnorm_configs(*, lrs: Sequence[float] = BN_LRS, epochs: int = 20, batch_size: int = 128, data: DataChoice,
+                      seed: int = 0, weight_decay: float = 0.0, augment: bool = True,
+                      device: str = "auto") -> dict[str, dict[float, RunConfig]]:
+    """Chapter 5: VGG-A and VGG-A-BN trained with Adam at each learning rate, kept constant
+    (``scheduler="none"``: the per-step measurements compare learning rates, and a plateau schedule
+    would change them mid-run). ``weight_decay`` defaults to 0 so that the gradient the callbacks
+    measure is the one Adam follows (the report does not state one). Returns model -> {lr: config}."""
+    lrs = [float(lr) for lr in lrs]
+    if not lrs:
+        raise ValueError("lrs is empty: give at least one learning rate, e.g. [1e-3]")
+    if any(not lr > 0 for lr in lrs):
+        raise ValueError(f"learning rates must be > 0, got {lrs}")
+    return {m: {lr: RunConfig(model=m, optimizer="adam", lr=lr, weight_decay=float(weight_decay), scheduler="none",
+                              epochs=epochs, batch_size=batch_size, augment=augment, seed=seed, device=device,
+                              **data.fields())
+                for lr in lrs} for m in BN_MODELS}

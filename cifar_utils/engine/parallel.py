@@ -22,6 +22,18 @@ the cache, and the workers only read the finished files; without this, several w
 download into the same cache folder at once and could corrupt each other's files. (Two separate
 ``run_many`` calls started at the same time on an empty cache are not protected.)
 
+Callbacks: ``callbacks=factory`` gives every run the callbacks ``factory(config)`` returns,
+built in the process that trains the run (this one for ``jobs=1``, else the worker). Callbacks
+cannot be sent to a worker themselves (they hold state and may hold tensors), so the factory is
+sent instead: it must be picklable *by reference*, i.e. a module-level function or an instance
+of a module-level class in an importable module (not ``__main__``, not a lambda); a
+``functools.partial`` of such a function works too. What the callbacks save comes back with the
+run (:attr:`Run.callback_states`). Callbacks are not part of a run's identity: a config already
+finished in the store is loaded, not retrained, whatever callbacks are asked for now, so a caller
+whose callbacks *record* data must check that the stored runs hold it (chapter 5's
+:func:`cifar_utils.bn_metrics.train_runs` moves runs stored without its metrics aside and retrains
+them).
+
 Ctrl-C (``KeyboardInterrupt``, also a notebook's "interrupt kernel", which reaches only this
 process): queued runs are cancelled and the workers are stopped (SIGTERM, which a worker turns
 into an interrupt of its run, so that the run is marked ``interrupted`` and resumes from its last
@@ -33,10 +45,11 @@ from __future__ import annotations
 import importlib
 import multiprocessing as mp
 import os
+import pickle
 import signal
 import sys
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from contextlib import suppress
 from multiprocessing.connection import wait as mp_wait
@@ -114,7 +127,8 @@ def _init_worker() -> None:
     signal.signal(signal.SIGINT, _on_sigint)
 
 
-def _worker(config_dict: dict, runs_dir: str, imports: Sequence[str], threads: int | None) -> str:
+def _worker(config_dict: dict, runs_dir: str, imports: Sequence[str], threads: int | None,
+            callbacks: Callable | None = None) -> str:
     global _IN_RUN
     _IN_RUN = True
     try:
@@ -126,7 +140,9 @@ def _worker(config_dict: dict, runs_dir: str, imports: Sequence[str], threads: i
             torch.set_num_threads(threads)
         from .loop import run
 
-        return str(run(RunConfig.from_dict(config_dict), runs_dir=runs_dir, progress=False).path)
+        config = RunConfig.from_dict(config_dict)
+        cbs = list(callbacks(config)) if callbacks is not None else []
+        return str(run(config, runs_dir=runs_dir, callbacks=cbs, progress=False).path)
     except KeyboardInterrupt:
         if _STOPPING:  # the run is marked interrupted; do not go on to a queued one
             os._exit(128 + signal.SIGTERM)
@@ -231,8 +247,25 @@ def _auto_imports(configs: Iterable[RunConfig]) -> list[str]:
     return found
 
 
+def _check_callback_factory(factory: Callable) -> None:
+    """A clear error now, rather than an unpicklable-object error from a worker later."""
+    if not callable(factory):
+        raise TypeError(f"callbacks must be a function config -> list of Callbacks, got {type(factory).__name__}")
+    target = getattr(factory, "func", factory)  # functools.partial
+    module = getattr(target, "__module__", None) or getattr(type(target), "__module__", None)
+    if module == "__main__" or "<lambda>" in getattr(target, "__qualname__", "") \
+            or "<locals>" in getattr(target, "__qualname__", ""):
+        raise ValueError("callbacks= must be importable by the worker processes: define the factory at module "
+                         "level in a module (not in a notebook, not a lambda or local function)")
+    try:
+        pickle.dumps(factory)
+    except Exception as exc:
+        raise ValueError(f"callbacks= factory cannot be sent to a worker process: {exc}") from exc
+
+
 def run_many(configs: Iterable[RunConfig], *, jobs: int = 1, runs_dir: str | Path | None = None,
-             progress: bool = True, imports: Sequence[str] = ()) -> list[st.Run]:
+             progress: bool = True, imports: Sequence[str] = (),
+             callbacks: Callable[[RunConfig], Iterable] | None = None) -> list[st.Run]:
     """Train (or load) every config; return their runs in order.
 
     ``jobs=1`` (or a single run left to train) runs them one after the other in this process,
@@ -243,8 +276,8 @@ def run_many(configs: Iterable[RunConfig], *, jobs: int = 1, runs_dir: str | Pat
     threads, at least 1 (so workers do not fight over the cores; "usable" respects the process's
     CPU affinity). Before the workers start, each distinct data spec is loaded once here so that
     downloads happen once (see the module doc). Ctrl-C cancels the queued runs, stops the workers
-    and raises ``KeyboardInterrupt``. Callbacks are not supported here: use :func:`run` for runs
-    that need them.
+    and raises ``KeyboardInterrupt``. ``callbacks``: a picklable factory ``config -> [Callback, ...]``
+    called for each run that is trained (see the module doc; runs loaded from the store get none).
     """
     from .loop import run
 
@@ -256,6 +289,8 @@ def run_many(configs: Iterable[RunConfig], *, jobs: int = 1, runs_dir: str | Pat
     st.check_settings()  # a bad store setting fails now, not after the training
     if jobs < 1:
         raise ValueError(f"jobs must be >= 1, got {jobs}")
+    if callbacks is not None:  # checked for jobs=1 too, so that jobs never changes what works
+        _check_callback_factory(callbacks)
     store = st.RunStore(runs_dir)
     runs: list[st.Run | None] = [None] * len(configs)
     errors: dict[int, str] = {}
@@ -272,7 +307,9 @@ def run_many(configs: Iterable[RunConfig], *, jobs: int = 1, runs_dir: str | Pat
     if jobs == 1 or len(todo) == 1:
         for indices in todo.values():
             try:
-                result = run(configs[indices[0]], runs_dir=store.root, progress=progress)
+                config = configs[indices[0]]
+                cbs = list(callbacks(config)) if callbacks is not None else []
+                result = run(config, runs_dir=store.root, callbacks=cbs, progress=progress)
                 for i in indices:
                     runs[i] = result
             except Exception as exc:  # keep going; report at the end
@@ -292,8 +329,8 @@ def run_many(configs: Iterable[RunConfig], *, jobs: int = 1, runs_dir: str | Pat
                                    initializer=_init_worker)
         try:
             with progress_bar(total=len(todo), desc=f"run_many ({jobs} jobs)", disable=not progress) as bar:
-                futures = {pool.submit(_worker, configs[idx[0]].to_dict(), str(store.root), all_imports, threads):
-                           idx for idx in todo.values()}
+                futures = {pool.submit(_worker, configs[idx[0]].to_dict(), str(store.root), all_imports, threads,
+                                       callbacks): idx for idx in todo.values()}
                 for fut in as_completed(futures):
                     indices = futures[fut]
                     try:
