@@ -202,7 +202,10 @@ WAIT_JS = """
   if (document.querySelector('script[type="application/vnd.jupyter.widget-state+json"]'))
     while (!document.querySelector('.jupyter-widgets') && Date.now() < deadline) await sleep(100);
   if (document.fonts) await document.fonts.ready;
-  await Promise.all([...document.images].map(i => i.complete ? null : new Promise(r => { i.onload = i.onerror = r; })));
+  const pending = [...document.images].filter(i => !i.complete);
+  pending.forEach(i => { i.loading = 'eager'; });
+  await Promise.race([Promise.all(pending.map(i => new Promise(r => { i.onload = i.onerror = r; }))),
+                      sleep(Math.max(0, deadline - Date.now()))]);
   return true;
 })()
 """
