@@ -199,7 +199,7 @@ WAIT_JS = """
   while (document.querySelector('.math') && !(window.MathJax && MathJax.startup && MathJax.startup.promise)
          && Date.now() < deadline) await sleep(100);
   if (window.MathJax && MathJax.startup && MathJax.startup.promise) await MathJax.startup.promise;
-  if (document.querySelector('script[type="application/vnd.jupyter.widget-state+json"]'))
+  if (document.querySelector('script[type="application/vnd.jupyter.widget-view+json"]'))
     while (!document.querySelector('.jupyter-widgets') && Date.now() < deadline) await sleep(100);
   if (document.fonts) await document.fonts.ready;
   const pending = [...document.images].filter(i => !i.complete);
@@ -227,6 +227,7 @@ CHECK_JS = """
     main_images: main.querySelectorAll('img').length,
     tables: main.querySelectorAll('table').length,
     widget_state: !!document.querySelector('script[type="application/vnd.jupyter.widget-state+json"]'),
+    widget_views: document.querySelectorAll('script[type="application/vnd.jupyter.widget-view+json"]').length,
     widgets: document.querySelectorAll('.jupyter-widgets').length,
     links: [...main.querySelectorAll('a[href]')].map(a => ({href: a.getAttribute('href'), cls: a.className})),
     xref_unresolved: [...main.querySelectorAll('code.xref')].filter(c => !c.closest('a')).map(c => c.textContent),
@@ -379,8 +380,9 @@ def test_page_reads_offline(visited, page):
     assert not c["raw_tex"], f"{where}: raw TeX delimiters left in the visible text: {c['raw_tex']}"
     if page != "api":  # there, docstrings may name objects the reference leaves out (plain code, not a link)
         assert not c["xref_unresolved"], f"{where}: API links that resolved to nothing: {c['xref_unresolved']}"
-    if widgets:
-        assert c["widgets"] > 0, f"{where}: saved widget state but no widget rendered"
+    assert c["widget_state"] == widgets, f"{where}: the notebook's saved widget state is not on the page"
+    if c["widget_views"]:  # a shown widget output (a removed one keeps only the state)
+        assert c["widgets"] > 0, f"{where}: {c['widget_views']} saved widget views, none rendered"
 
 
 def test_math_is_typeset_somewhere_and_chapters_link_the_api(visited):
@@ -420,6 +422,6 @@ def test_saved_widget_state_renders_offline(tmp_path):
     with Browser(exe, timeout_s=180) as browser:
         c = visit(browser, open_tab(browser), tmp_path / "_build" / "html" / "book" / "widgets.html",
                   tmp_path / "widgets.png")
-    assert c["widget_state"] and c["widgets"] >= 1, c
+    assert c["widget_state"] and c["widget_views"] == 1 and c["widgets"] >= 1, c
     assert not c["errors"] and not c["remote"], (c["errors"], c["remote"])
     assert c["math_nodes"] == c["mathjax_output"] == 1 and not c["raw_tex"], c

@@ -2,10 +2,12 @@
 // from the book's own files. Loaded after requirejs/require.js and before html-manager/embed-amd.js
 // (nb_ipywidgets_js in _config.yml).
 (function () {
-  // 1. The widget manager finds its icon fonts next to the module URL RequireJS gives it, by default
-  //    <page folder>/@jupyter-widgets/html-manager/dist/: point that at this folder's html-manager/.
+  // 1. Each bundled module (@jupyter-widgets/base, controls, html-manager, .../dist/libembed-amd) looks
+  //    for the icon fonts next to the URL RequireJS gives its name, by default under
+  //    <page folder>/@jupyter-widgets/: map those names into this folder's html-manager/.
   var here = document.currentScript.src.replace(/[^/]*$/, "");
-  require.config({paths: {"@jupyter-widgets/html-manager/dist": here + "html-manager"}});
+  require.config({paths: {"@jupyter-widgets": here + "html-manager",
+                          "@jupyter-widgets/html-manager/dist": here + "html-manager"}});
 
   // 2. It typesets widget labels with MathJax 2's MathJax.Hub.Queue(["Typeset", MathJax.Hub, element]);
   //    the book loads MathJax 3, which has no Hub ("Cannot read properties of undefined (reading
