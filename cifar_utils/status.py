@@ -57,3 +57,28 @@ def environment() -> pd.DataFrame:
         except metadata.PackageNotFoundError:
             rows.append((name, "not installed"))
     return pd.DataFrame(rows, columns=["item", "value"])
+
+
+#: Where the offline browser test (tests/test_html_offline.py) saves one screenshot per page, relative to
+#: the folder that holds ``_build/``; ``screenshot_links`` links there.
+SCREENSHOT_DIR = "_build/screenshots"
+
+
+def screenshot_links(executed_dir: str | Path):
+    """Links to the browser test's screenshot of every page of the book, as an HTML list.
+
+    The pages are those of the staged ``_toc.yml`` beside ``executed_dir`` (``_build/src/book``); the links
+    are relative to this page in ``_build/html/book/``, so they work from the built folder as it is. The
+    screenshots exist once ``pytest -m slow tests/test_html_offline.py`` has run on this build.
+    """
+    from IPython.display import HTML
+
+    from .book.runner import toc_files
+
+    executed = Path(executed_dir).resolve()
+    src = executed.parent  # _build/src, which holds the staged _toc.yml
+    if not (src / "_toc.yml").is_file():
+        return HTML(f"<p>No staged _toc.yml in {src}: run the book runner to list the pages.</p>")
+    rel = Path(SCREENSHOT_DIR).relative_to("_build")
+    items = [f'<li><a href="../../{rel.as_posix()}/{Path(name).stem}.png">{name}</a></li>' for name in toc_files(src)]
+    return HTML(f'<ul class="screenshot-links">{"".join(items)}</ul>')

@@ -123,20 +123,7 @@ def _html_outputs(nb: dict) -> str:
     return "\n".join("".join(o.get("data", {}).get("text/html", "")) for c in nb["cells"] for o in c.get("outputs", []))
 
 
-@pytest.fixture(scope="module")
-def smoke_book(tmp_path_factory):
-    from cifar_utils.book import build_book
-
-    out = tmp_path_factory.mktemp("smoke")
-    runs_dir = out / "runs"
-    mp = pytest.MonkeyPatch()
-    mp.setenv("CIFAR_UTILS_RUNS", str(runs_dir))
-    mp.setenv("CIFAR_UTILS_PROGRESS", "log")
-    try:
-        result = build_book(ROOT, "smoke", output_dir=out)
-    finally:
-        mp.undo()
-    return out, runs_dir, result
+# smoke_book (the executed smoke book, built once per session) is in conftest.py
 
 
 @pytest.mark.slow
