@@ -53,7 +53,8 @@ def test_timed_out_cell_and_dead_kernel_fail_their_chapters_and_the_rest_runs(bo
     assert ("chapter 03_sleeps failed in cell 3 ('import time'): timeout: the cell was still running after 15 s"
             in err)
     assert f"the partly executed notebook is at {build / 'failed' / '03_sleeps.ipynb'}" in err
-    assert "chapter 04_dies failed in cell 3 ('import os, signal'): the kernel died (killed by signal 9 (SIGKILL))" in err
+    assert ("chapter 04_dies failed in cell 3 ('import os, signal'): the kernel died (killed by signal 9 (SIGKILL))"
+            in err)
     assert f"the partly executed notebook is at {build / 'failed' / '04_dies.ipynb'}" in err
     # a per-chapter summary: the others ran and are kept
     summary = {line.split()[0]: line.split()[1] for line in out.splitlines() if line.startswith("  ")}
@@ -298,3 +299,9 @@ def test_store_sizes_per_profile_folder(tmp_path):
     assert [(Path(r["store"]).name, r["runs"], r["files"], r["size"], r["bytes"]) for r in rows] == [
         ("full", 0, 0, "0 B", 0), ("smoke", 2, 2, "2.0 kB", 2000)]
     assert human_size(1_430_000_000) == "1.4 GB" and human_size(999) == "999 B"
+
+
+def test_unknown_kernel_is_one_line(book, capsys):
+    assert cli_main(["--root", str(book), "--profile", "test", "--kernel", "no-such-kernel", "--no-html"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "'no-such-kernel': no such Jupyter kernel; installed kernels:" in err

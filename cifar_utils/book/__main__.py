@@ -1,4 +1,8 @@
-"""Command line: ``python -m cifar_utils.book --profile smoke [--chapters 01,03] [--no-html]``."""
+"""Command line: ``python -m cifar_utils.book --profile smoke [--chapters 01,03] [--no-html] [--cell-timeout S]``.
+
+Exit status: 0 when every notebook ran, 1 when a chapter failed (exception, cell timeout, dead
+kernel: the others still run and the HTML is built from what there is), 2 for bad input.
+"""
 
 from __future__ import annotations
 

@@ -304,16 +304,17 @@ def execute_notebook(chapter: str, notebook: Path, parameters: dict, layout: Boo
         where = f"in cell {index} ({_first_line(current.get('source', ''))!r})"
     else:
         where = "before any cell ran" if index is None else f"in cell {index}"
-    if work.exists():
-        nb = json.loads(work.read_text())
-        nb.setdefault("metadata", {})["cifar_utils"] = {"failure": what, "kind": kind, "cell_index": index,
-                                                        "failed_at": time.strftime("%Y-%m-%d %H:%M:%S")}
-        failed.write_text(json.dumps(nb, indent=1, ensure_ascii=False) + "\n")
-        work.unlink()
+    # Always (re)write the failed copy, so it is this attempt's (the status page reads it): the partly
+    # executed notebook, or the notebook as written when papermill saved nothing.
+    nb = json.loads((work if work.exists() else notebook).read_text())
+    nb.setdefault("metadata", {})["cifar_utils"] = {"failure": what, "kind": kind, "cell_index": index,
+                                                    "failed_at": time.strftime("%Y-%m-%d %H:%M:%S")}
+    failed.write_text(json.dumps(nb, indent=1, ensure_ascii=False) + "\n")
+    work.unlink(missing_ok=True)
     kept = layout.staged(notebook)
     raise ChapterFailed(
         f"chapter {chapter} failed {where}: {what}\n"
-        f"  the partly executed notebook is at {failed if failed.exists() else '(none written)'}\n"
+        f"  the partly executed notebook is at {failed}\n"
         f"  the book keeps {'the last good executed copy' if _is_executed(kept) else 'the unexecuted notebook'}"
         f" of this chapter; the other chapters' executed notebooks are in {layout.src / 'book'}",
         kind=kind) from None
@@ -329,9 +330,14 @@ def _is_executed(path: Path) -> bool:
 def kernel_interpreter(kernel_name: str | None) -> str:
     """The Python a Jupyter kernel will run: jupyter_client runs a spec's bare ``python`` as this
     interpreter (so the venv's own ``python3`` kernel is this venv), anything else as written."""
-    from jupyter_client.kernelspec import KernelSpecManager
+    from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
 
-    argv = KernelSpecManager().get_kernel_spec(kernel_name or "python3").argv
+    ksm = KernelSpecManager()
+    try:
+        argv = ksm.get_kernel_spec(kernel_name or "python3").argv
+    except NoSuchKernel:
+        raise ValueError(f"--kernel {kernel_name or 'python3'!r}: no such Jupyter kernel; installed kernels: "
+                         f"{', '.join(sorted(ksm.find_kernel_specs())) or 'none'}") from None
     bare = {"python", f"python{sys.version_info[0]}", "python{}.{}".format(*sys.version_info[:2])}
     return sys.executable if argv and argv[0] in bare else (argv[0] if argv else "?")
 
@@ -379,6 +385,7 @@ def build_book(root: Path | str = ".", profile: str = "smoke", chapters: str | l
     settings = runner_settings(profile_data, cell_timeout, start_timeout)
 
     kernel_env = kernel_environment(root, profile)
+    interpreter = kernel_interpreter(kernel_name)  # an unknown kernel stops here, before anything is written
     stage_sources(layout)
     for chapter in chapter_ids:  # chapters not re-run keep their last executed copy, else render unexecuted
         dest = layout.staged(notebooks[chapter])
@@ -387,7 +394,6 @@ def build_book(root: Path | str = ".", profile: str = "smoke", chapters: str | l
             shutil.copy2(notebooks[chapter], dest)
             hide_parameter_cells(dest)
 
-    interpreter = kernel_interpreter(kernel_name)
     log.info("kernel %r runs %s", kernel_name or "python3", interpreter)
     if Path(interpreter).resolve() != Path(sys.executable).resolve():
         log.warning("WARNING: that is not this Python (%s): the notebooks will import the cifar_utils installed "

@@ -262,14 +262,6 @@ def _model_options(name: str) -> tuple[str, ...] | None:
         return None
 
 
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
 def _non_finite_paths(value: Any, prefix: str = "") -> list[str]:
     """Where (``key``, ``key.sub``, ``key[i]``) ``value`` holds a NaN or infinite float."""
     if isinstance(value, float):
