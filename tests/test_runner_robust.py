@@ -305,3 +305,20 @@ def test_unknown_kernel_is_one_line(book, capsys):
     assert cli_main(["--root", str(book), "--profile", "test", "--kernel", "no-such-kernel", "--no-html"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "'no-such-kernel': no such Jupyter kernel; installed kernels:" in err
+
+
+@pytest.mark.slow
+def test_kernel_that_never_starts_fails_its_chapter_after_the_start_timeout(book, tmp_path, monkeypatch, capsys):
+    spec = tmp_path / "jupyter" / "kernels" / "mute"
+    spec.mkdir(parents=True)
+    (spec / "kernel.json").write_text(json.dumps({
+        "argv": ["python", "-c", "import time, sys; time.sleep(120)", "-f", "{connection_file}"],
+        "display_name": "never answers", "language": "python"}))
+    monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "jupyter"))
+    rc = cli_main(["--root", str(book), "--profile", "test", "--chapters", "02", "--no-html", "--kernel", "mute",
+                   "--start-timeout", "5"])
+    err = capsys.readouterr().err
+    assert rc == 1
+    assert "chapter 02_fails failed before any cell ran: the kernel did not start" in err
+    assert "start timeout 5 s" in err
+    assert (book / "_build" / "failed" / "02_fails.ipynb").exists()
