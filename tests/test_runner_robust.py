@@ -322,3 +322,38 @@ def test_kernel_that_never_starts_fails_its_chapter_after_the_start_timeout(book
     assert "chapter 02_fails failed before any cell ran: the kernel did not start" in err
     assert "start timeout 5 s" in err
     assert (book / "_build" / "failed" / "02_fails.ipynb").exists()
+
+
+def test_sliced_channel_returns_messages_and_times_out_like_the_plain_one(monkeypatch):
+    import asyncio
+    import time
+    from queue import Empty
+
+    import zmq
+    import zmq.asyncio
+    from jupyter_client.session import Session
+
+    from cifar_utils.book import kernel
+
+    monkeypatch.setattr(kernel, "SLICE_S", 0.05)
+
+    async def scenario():
+        ctx = zmq.asyncio.Context()
+        a, b = ctx.socket(zmq.PAIR), ctx.socket(zmq.PAIR)
+        a.bind("inproc://sliced-test")
+        b.connect("inproc://sliced-test")
+        session = Session()
+        channel = kernel.SlicedChannel(b, session)
+        t0 = time.monotonic()
+        with pytest.raises(Empty):
+            await channel.get_msg(timeout=0.3)
+        waited = time.monotonic() - t0
+        session.send(a, "execute_reply", {"status": "ok"})
+        msg = await channel.get_msg(timeout=None)
+        a.close(), b.close(), ctx.term()
+        return waited, msg
+
+    waited, msg = asyncio.run(scenario())
+    assert 0.25 <= waited < 2 and msg["msg_type"] == "execute_reply" and msg["content"] == {"status": "ok"}
+    manager = kernel.watched_kernel_manager()()
+    assert manager.client_factory is kernel.SlicedKernelClient

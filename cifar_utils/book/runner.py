@@ -227,25 +227,6 @@ def _signal_text(status: int | None) -> str:
     return f"exit code {status}"
 
 
-def _watched_kernel_manager():
-    """An AsyncKernelManager that remembers its kernel's exit status when it finds it dead
-    (nbclient only says "Kernel died"; the status says by which signal)."""
-    from jupyter_client.manager import AsyncKernelManager
-
-    class WatchedKernelManager(AsyncKernelManager):
-        exit_status: int | None = None
-        found_dead = False
-
-        async def is_alive(self) -> bool:  # type: ignore[override]
-            alive = await super().is_alive()
-            if not alive and self.provisioner is not None:
-                status = await self.provisioner.poll()
-                type(self).exit_status, type(self).found_dead = status, True
-            return alive
-
-    return WatchedKernelManager
-
-
 def execute_notebook(chapter: str, notebook: Path, parameters: dict, layout: BookLayout,
                      kernel_name: str | None = None, settings: RunnerSettings = RunnerSettings(),
                      env: dict[str, str] | None = None) -> Path:
@@ -268,7 +249,9 @@ def execute_notebook(chapter: str, notebook: Path, parameters: dict, layout: Boo
     def on_cell_execute(cell, cell_index, **_kw):
         current.update(index=cell_index, source=cell.get("source", ""))
 
-    manager = _watched_kernel_manager()
+    from .kernel import watched_kernel_manager
+
+    manager = watched_kernel_manager()
     try:
         with _environment(env or {}):  # the kernel inherits it; this process is left as it was
             pm.execute_notebook(str(notebook), str(work), parameters=parameters, kernel_name=kernel_name,
