@@ -81,10 +81,11 @@ def live_widgets() -> bool:
     A kernel cannot tell a person's JupyterLab from a headless executor (papermill, ``nbconvert
     --execute``): both are just clients of the kernel, and an ipywidgets comm opens without any
     answer from the other side. So headless runs outside the book runner should set
-    ``CIFAR_UTILS_STATIC=1`` too. Why it matters (issue #9): executed headless, an ``Output``
-    widget makes nbclient's stand-in for the front end send comm messages back to the kernel on
-    the shell channel while it waits for the cell's reply on that same channel, the pattern of
-    nbclient issue #312 ("when cell contains ipywidget, execute cell will sometimes block").
+    ``CIFAR_UTILS_STATIC=1`` too. Why it matters (issue #9): executed headless, nbclient's
+    stand-in for an ``Output`` widget sends comm messages to the kernel on the shell socket while
+    nbclient waits on that same socket for the cell's reply (see nbclient issue #312). In one of
+    60 measured headless runs of such a cell the reply then sat unnoticed until the cell timeout;
+    with no timeout that is the endless hang of #9. No widget, no such traffic.
     """
     import os
 

@@ -5,10 +5,11 @@
 * :class:`SlicedKernelClient` waits for shell and IOPub messages in slices of at most
   :data:`SLICE_S` seconds instead of one unbounded wait. Issue #9: nbclient waits for a cell's
   ``execute_reply`` with ``shell_channel.get_msg(timeout=None)``, i.e. an asyncio ``poll`` on the
-  zmq socket that only an event-loop wake-up ends. In a measured run the reply of a widget cell was
-  already in the socket and nothing woke the poll: the cell "took" exactly the 20 s cell timeout
-  and then completed normally, because pyzmq's poll, when its timeout fires, checks the socket once
-  more with a plain ``poll(0)`` and finds the message. Without a timeout that wait is endless (the
+  zmq socket that only an event-loop wake-up ends. In one of 60 measured headless runs of a
+  widget cell (an ipywidgets ``Output`` shown with ``display(fig)``, as the history explorer did)
+  the cell "took" exactly the 20 s cell timeout and then completed normally with its output: the
+  reply was evidently already in the socket with nothing waking the poll, and pyzmq's poll, when
+  its timeout fires, checks the socket once more with a plain ``poll(0)`` and finds it. Without a timeout that wait is endless (the
   hang of #9). A bounded poll repeated in slices ends such a stall within a slice.
 """
 
