@@ -60,3 +60,71 @@ class HistoryExplorer:
 def history_explorer(runs: Mapping[str, Run], metric: str = "test_acc") -> HistoryExplorer:
     """An explorer over ``runs`` (label -> Run); display it in a notebook cell."""
     return HistoryExplorer(runs, metric)
+
+
+#: ``1``: show static figures instead of live widgets (the book runner sets it in its kernels);
+#: ``0``: always build live widgets. Unset: live exactly when running inside a Jupyter kernel.
+STATIC_ENV = "CIFAR_UTILS_STATIC"
+
+
+def live_widgets() -> bool:
+    """Whether to build and display live widgets in this process.
+
+    Decided, in order, by:
+
+    1. ``CIFAR_UTILS_STATIC``: ``1`` (set by the book runner for the kernels it starts) -> static;
+       ``0`` -> live. Deterministic, so the static build never executes a widget.
+    2. otherwise, whether this code runs inside a Jupyter kernel (JupyterLab, Notebook, VS Code):
+       ``get_ipython()`` exists and has a ``kernel``. Plain Python, the IPython terminal and tests
+       get the static figure.
+
+    A kernel cannot tell a person's JupyterLab from a headless executor (papermill, ``nbconvert
+    --execute``): both are just clients of the kernel, and an ipywidgets comm opens without any
+    answer from the other side. So headless runs outside the book runner should set
+    ``CIFAR_UTILS_STATIC=1`` too. Why it matters (issue #9): executed headless, nbclient's
+    stand-in for an ``Output`` widget sends comm messages to the kernel on the shell socket while
+    nbclient waits on that same socket for the cell's reply (see nbclient issue #312). In one of
+    60 measured headless runs of such a cell the reply then sat unnoticed until the cell timeout;
+    with no timeout that is the endless hang of #9. No widget, no such traffic.
+    """
+    import os
+
+    flag = os.environ.get(STATIC_ENV, "").strip().lower()
+    if flag in ("1", "true", "yes", "on"):
+        return False
+    if flag in ("0", "false", "no", "off"):
+        return True
+    try:
+        from IPython import get_ipython
+    except ImportError:  # pragma: no cover - IPython is a dependency
+        return False
+    shell = get_ipython()
+    return shell is not None and getattr(shell, "kernel", None) is not None
+
+
+def show_explorer(explorer_or_factory, static_figure, title: str | None = None) -> None:
+    """Display a live explorer when a front end can use it, else a static matplotlib figure.
+
+    ``explorer_or_factory``: an explorer (an object with a ``.widget``, e.g. a
+    :class:`HistoryExplorer`) or, better, a function with no arguments that builds one: in the
+    static build the factory is never called, so no widget (and no widget traffic) exists at all.
+    ``static_figure``: a matplotlib figure, or a function with no arguments returning one; only
+    called in the static build. It is displayed once and closed, with ``title`` (e.g. the smoke
+    note) as its heading when given. See :func:`live_widgets` for how
+    "live" is decided. Returns None, so a cell ending with this call displays nothing twice.
+    """
+    from IPython.display import display
+
+    if live_widgets():
+        explorer = explorer_or_factory() if callable(explorer_or_factory) and not hasattr(
+            explorer_or_factory, "widget") else explorer_or_factory
+        display(getattr(explorer, "widget", explorer))
+        return None
+    figure = static_figure() if callable(static_figure) else static_figure
+    if figure is None:
+        raise ValueError("show_explorer needs a static figure (or a function returning one) for the static build")
+    if title:
+        figure.suptitle(title)
+    display(figure)
+    plt.close(figure)
+    return None

@@ -32,7 +32,7 @@ def test_notebook_parameters_are_parsed_with_types_and_help():
 
 def test_profile_validation_lists_every_problem_and_what_is_allowed(book):
     notebooks = toc_notebooks(book)
-    assert list(notebooks) == ["01_demo", "02_fails", "status"]
+    assert list(notebooks) == ["01_demo", "02_fails", "03_sleeps", "04_dies", "status"]
     bad = {"chapters": {"01_demo": {"n_point": 3, "scale": "big", "label": 4},
                         "09_nope": {}, "status": {"profile": "x"}}, "colour": 1}
     with pytest.raises(ProfileError) as err:
@@ -41,9 +41,9 @@ def test_profile_validation_lists_every_problem_and_what_is_allowed(book):
     assert "unknown parameter 'n_point'; allowed: n_points: int, label: str, scale: float" in msg
     assert "parameter 'scale' must be float, got 'big'" in msg
     assert "parameter 'label' must be str, got 4" in msg
-    assert "unknown chapter '09_nope'; chapters in _toc.yml: 01_demo, 02_fails, status" in msg
+    assert "unknown chapter '09_nope'; chapters in _toc.yml: 01_demo, 02_fails, 03_sleeps, 04_dies, status" in msg
     assert "'profile' is set by the runner" in msg
-    assert "unknown top-level key 'colour'; allowed: description, chapters" in msg
+    assert "unknown top-level key 'colour'; allowed: description, runner, chapters" in msg
 
 
 def test_profile_accepts_ints_for_floats_and_returns_values(book):
@@ -56,7 +56,7 @@ def test_profile_accepts_ints_for_floats_and_returns_values(book):
 def test_unknown_profile_names_the_available_ones(book, capsys):
     assert cli_main(["--root", str(book), "--profile", "nope", "--no-html"]) == 2
     err = capsys.readouterr().err
-    assert "no profile 'nope'" in err and "available profiles: fail, test" in err
+    assert "no profile 'nope'" in err and "available profiles: fail, hang, test" in err
 
 
 def test_select_chapters_by_prefix_and_rejects_unknown():
@@ -70,7 +70,7 @@ def test_select_chapters_by_prefix_and_rejects_unknown():
 @pytest.mark.slow
 def test_runner_executes_with_papermill_and_builds_the_book(book):
     source_before = (book / "book" / "01_demo.ipynb").read_text()
-    result = build_book(book, "test")
+    result = build_book(book, "test", chapters="01,02")
     assert [c.chapter for c in result.executed] == ["01_demo", "02_fails", "status"]
 
     executed = json.loads((book / "_build" / "src" / "book" / "01_demo.ipynb").read_text())
@@ -95,9 +95,11 @@ def test_runner_executes_with_papermill_and_builds_the_book(book):
 @pytest.mark.slow
 def test_failing_chapter_is_reported_by_name_and_cell_and_keeps_the_others(book):
     with pytest.raises(ChapterFailed) as err:
-        build_book(book, "fail", build_html=False)
+        build_book(book, "fail", chapters="01,02", build_html=False)
     msg = str(err.value)
-    assert "chapter 02_fails failed in cell" in msg and "RuntimeError: deliberate failure" in msg
+    assert "chapter 02_fails failed in cell 3 ('if fail:'): RuntimeError: deliberate failure" in msg
+    assert [(c.chapter, c.ok) for c in err.value.result.chapters] == [("01_demo", True), ("02_fails", False),
+                                                                      ("status", True)]
     kept = json.loads((book / "_build" / "src" / "book" / "01_demo.ipynb").read_text())
     assert "before-failure" in json.dumps(kept["metadata"]["papermill"]["parameters"])
     assert (book / "_build" / "failed" / "02_fails.ipynb").exists()

@@ -38,7 +38,8 @@ def test_chapter_status_reads_papermill_metadata(tmp_path):
     df = chapter_status(tmp_path)
     assert df.to_dict("records") == [{"chapter": "01_x", "profile": "smoke", "parameters": "epochs=2",
                                       "start": "2026-11-28 01:02:03", "end": "2026-11-28 01:03:04",
-                                      "duration_s": 60.5, "status": "ok"}]
+                                      "duration_s": 60.5, "status": "ok", "problem": "",
+                                      "shown_copy": "executed 2026-11-28 01:03:04"}]
 
 
 def test_environment_lists_device_and_pins():

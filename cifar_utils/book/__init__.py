@@ -4,7 +4,8 @@
 """
 
 from .params import ProfileError, load_profile, notebook_parameters, validate_profile
-from .runner import BookRun, ChapterFailed, build_book, select_chapters, toc_notebooks
+from .runner import (BookRun, ChapterFailed, RunnerSettings, build_book, runner_settings, select_chapters,
+                     toc_notebooks)
 
-__all__ = ["BookRun", "ChapterFailed", "ProfileError", "build_book", "load_profile", "notebook_parameters",
-           "select_chapters", "toc_notebooks", "validate_profile"]
+__all__ = ["BookRun", "ChapterFailed", "ProfileError", "RunnerSettings", "build_book", "load_profile",
+           "notebook_parameters", "runner_settings", "select_chapters", "toc_notebooks", "validate_profile"]

@@ -17,8 +17,10 @@ from typing import Any
 import yaml
 
 #: Parameters the runner provides itself; a profile must not set them.
-RUNNER_PARAMETERS = ("profile", "executed_dir")
-PROFILE_KEYS = ("description", "chapters")
+RUNNER_PARAMETERS = ("profile", "executed_dir", "failed_dir")
+PROFILE_KEYS = ("description", "runner", "chapters")
+#: The profile's ``runner:`` section: limits in seconds (``cell_timeout: 0`` or null: no limit).
+RUNNER_KEYS = ("cell_timeout", "start_timeout")
 
 
 class ProfileError(ValueError):
@@ -114,19 +116,39 @@ def load_profile(path: Path) -> dict:
     return data
 
 
-def validate_profile(profile: dict, notebooks: dict[str, Path], source: str = "profile") -> dict[str, dict]:
-    """Check a profile against the notebooks' parameter cells.
+def validate_profile(profile: dict, notebooks: dict[str, Path], source: str = "profile",
+                     required: list[str] | None = None, subset: bool = False) -> dict[str, dict]:
+    """Check a profile against the notebooks' parameter cells and the RunConfig field rules.
 
-    ``notebooks`` maps chapter id -> notebook path. Returns chapter id -> parameters to inject.
-    Raises one ProfileError listing every problem and what is allowed.
+    ``notebooks`` maps chapter id -> notebook path; ``required`` lists the chapters that will run,
+    each of which the profile must name with a mapping (``{}`` runs the notebook's defaults on
+    purpose; a missing or null chapter would silently run the full protocol). ``subset`` says the
+    chapters were picked with ``--chapters`` (only changes the wording). Values of parameters named
+    like a RunConfig field (``epochs``, ``source``, ``device``, ``seed``/``seeds``...) are checked
+    with :mod:`cifar_utils.config_rules`, the rules ``RunConfig.validate`` uses. Returns chapter id
+    -> parameters to inject. Raises one ProfileError listing every problem and what is allowed.
     """
+    from cifar_utils.config_rules import parameter_problems
+
     problems: list[str] = []
     for key in profile:
         if key not in PROFILE_KEYS:
             problems.append(f"unknown top-level key {key!r}; allowed: {', '.join(PROFILE_KEYS)}")
+    problems += _runner_section_problems(profile.get("runner"))
     chapters = profile.get("chapters") or {}
     if not isinstance(chapters, dict):
         raise ProfileError(f"{source}: 'chapters' must map chapter ids to parameter mappings")
+    missing = [c for c in (required or []) if chapters.get(c) is None]
+    if missing:
+        null = [c for c in missing if c in chapters]
+        absent = [c for c in missing if c not in chapters]
+        scope = "the chapters chosen with --chapters" if subset else "every chapter it runs"
+        what = "; ".join(filter(None, [
+            f"missing: {', '.join(absent)}" if absent else "",
+            f"set to null: {', '.join(null)}" if null else ""]))
+        problems.append(f"the profile must give parameters for {scope} ({what}); add a section per chapter "
+                        f"(write `{{}}` to run a notebook's own defaults, which are the full protocol), "
+                        f"or pick chapters with --chapters. Chapters: {', '.join(required or [])}")
     out: dict[str, dict] = {}
     for chapter, values in chapters.items():
         if chapter not in notebooks:
@@ -147,8 +169,26 @@ def validate_profile(profile: dict, notebooks: dict[str, Path], source: str = "p
             elif not _matches(value, settable[name].annotation):
                 problems.append(f"chapter {chapter!r}: parameter {name!r} must be {settable[name].annotation}, "
                                 f"got {value!r} ({type(value).__name__})")
+            else:
+                problems += [f"chapter {chapter!r}: {p}" for p in parameter_problems(name, value)]
         out[chapter] = dict(values)
     if problems:
         raise ProfileError(f"{source}: " + ("\n  - " if len(problems) > 1 else "")
                            + "\n  - ".join(problems))
+    return out
+
+
+def _runner_section_problems(section: Any) -> list[str]:
+    if section is None:
+        return []
+    if not isinstance(section, dict):
+        return [f"'runner' must be a mapping with keys {', '.join(RUNNER_KEYS)}"]
+    out = []
+    for key, value in section.items():
+        if key not in RUNNER_KEYS:
+            out.append(f"runner: unknown key {key!r}; allowed: {', '.join(RUNNER_KEYS)}")
+        elif key == "cell_timeout" and not (value is None or (type(value) is int and value >= 0)):
+            out.append(f"runner: cell_timeout must be seconds (an integer >= 0; 0 or null: no limit), got {value!r}")
+        elif key == "start_timeout" and not (type(value) is int and value > 0):
+            out.append(f"runner: start_timeout must be seconds (an integer > 0), got {value!r}")
     return out

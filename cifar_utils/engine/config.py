@@ -23,6 +23,7 @@ CPU run. Adding a field later: leave it out of :meth:`key` while it has its defa
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import math
@@ -30,11 +31,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-LOSS_NAMES = ("ce", "bce", "mse", "huber")
-MONITORS = ("test", "val")
-PRECISIONS = ("auto", "fp32", "bf16")
-SOURCES = ("auto", "local", "download", "sample")
-COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+from cifar_utils import config_rules as rules
+from cifar_utils.config_rules import COMPILE_MODES, LOSS_NAMES, MONITORS, PRECISIONS, SEED_MAX, SOURCES  # noqa: F401
 
 #: Fields added after runs were stored: omitted from the key while at their default.
 _KEY_OMIT_IF_DEFAULT: tuple[str, ...] = ()
@@ -166,22 +164,7 @@ class RunConfig:
 
         # data
         choice("dataset", self.dataset, list_datasets())
-        choice("source", self.source, SOURCES)
-        for name in ("train_size", "test_size"):
-            value = getattr(self, name)
-            if value is not None and not (_is_int(value) and value > 0):
-                out.append(f"{name} must be None (all) or a positive integer, got {value!r}")
-        if not (_is_int(self.val_size) and self.val_size >= 0):
-            out.append(f"val_size must be an integer >= 0, got {self.val_size!r}")
-        if not (_is_int(self.batch_size) and self.batch_size >= 1):
-            out.append(f"batch_size must be an integer >= 1, got {self.batch_size!r}")
-        if not (_is_int(self.cutout) and self.cutout >= 0):
-            out.append(f"cutout must be an integer >= 0 (0 = off), got {self.cutout!r}")
-        if not isinstance(self.augment, bool):
-            out.append(f"augment must be True or False, got {self.augment!r}")
-
         # optimization
-        choice("loss", self.loss, LOSS_NAMES)
         if choice("optimizer", self.optimizer, list_optimizers()) and isinstance(self.optimizer_options, Mapping):
             allowed = optimizer_options(self.optimizer)
             both = sorted({"momentum", "weight_decay", "lr"} & set(self.optimizer_options))
@@ -200,34 +183,20 @@ class RunConfig:
                 if unknown:
                     out.append(f"scheduler {self.scheduler!r} got unknown scheduler_options {', '.join(unknown)}; "
                                f"allowed: {', '.join(allowed) or '(none)'}")
-        for name in ("lr", "momentum", "weight_decay"):
-            value = getattr(self, name)
-            if not (_is_number(value) and math.isfinite(value) and value >= 0):
-                out.append(f"{name} must be a finite number >= 0, got {value!r}")
-        if not (_is_int(self.epochs) and self.epochs >= 1):
-            out.append(f"epochs must be an integer >= 1, got {self.epochs!r}")
-        if self.grad_clip is not None and not (_is_number(self.grad_clip) and math.isfinite(self.grad_clip)
-                                               and self.grad_clip > 0):
-            out.append(f"grad_clip must be None (off) or a finite number > 0, got {self.grad_clip!r}")
-        if choice("monitor", self.monitor, MONITORS) and self.monitor == "val" and self.val_size == 0:
+
+        # single fields: the torch-free rules the book runner applies to profiles too
+        for name in rules.FIELD_RULES:
+            problem = rules.field_problem(name, getattr(self, name))
+            if problem:
+                out.append(problem)
+        if self.monitor == "val" and self.val_size == 0:
             out.append("monitor='val' needs a validation split: set val_size > 0 (or monitor='test', as in the report)")
-        if not (_is_int(self.seed) and self.seed >= 0):
-            out.append(f"seed must be an integer >= 0, got {self.seed!r}")
 
-        # execution
-        if self.device != "auto":
-            try:
-                import torch
-
-                torch.device(self.device)
-            except (RuntimeError, TypeError, ValueError):
-                out.append(f"device={self.device!r} is not a torch device; use 'auto', 'cpu', 'cuda' or 'cuda:N'")
-        choice("precision", self.precision, PRECISIONS)
-        if self.channels_last not in (None, True, False):
-            out.append(f"channels_last must be None (auto), True or False, got {self.channels_last!r}")
-        if not isinstance(self.compile, bool):
-            out.append(f"compile must be True or False, got {self.compile!r}")
-        choice("compile_mode", self.compile_mode, COMPILE_MODES)
+        # does the model take this dataset's images?
+        if not out:
+            problem = _model_dataset_problem(self)
+            if problem:
+                out.append(problem)
         return out
 
     def validate(self) -> "RunConfig":
@@ -240,6 +209,48 @@ class RunConfig:
         return self
 
 
+def _model_dataset_problem(config: RunConfig) -> str | None:
+    """Whether ``config.model`` takes ``config.dataset``'s images: LeNet-5 is built for 28x28 MNIST,
+    VGG-A's five max-pools need 32x32 (CIFAR-10). Checked by building the model on torch's ``meta``
+    device (no memory, no compute) and passing it a batch of the dataset's shape, so every model is
+    covered without declaring anything. Datasets whose image shape is not known here are skipped."""
+    try:
+        from cifar_utils.data.meta import IMAGE_SHAPE, class_names
+    except ImportError:  # pragma: no cover
+        return None
+    if config.dataset not in IMAGE_SHAPE:
+        return None  # a registered extra dataset (e.g. the tests' tiny one): shape unknown until loaded
+    shape = IMAGE_SHAPE[config.dataset]
+    options = json.dumps(_plain(config.model_options), sort_keys=True)
+    error = _forward_error(config.model, options, shape, len(class_names(config.dataset)))
+    if error is None:
+        return None
+    return (f"model {config.model!r} does not fit dataset {config.dataset!r} (images {'x'.join(map(str, shape))}): "
+            f"a forward pass fails with {error}; choose a model built for {config.dataset} images")
+
+
+@functools.lru_cache(maxsize=256)
+def _forward_error(model: str, options_json: str, shape: tuple[int, ...], num_classes: int) -> str | None:
+    """The error of a forward pass of ``model`` on a (2, *shape) batch on the meta device, or None."""
+    import torch
+
+    from cifar_utils.models import create_model, model_options
+
+    options = json.loads(options_json)
+    args: dict[str, Any] = {"num_classes": num_classes}
+    if "in_channels" in model_options(model) and "in_channels" not in options:
+        args["in_channels"] = shape[0]  # as the training loop does
+    try:
+        with torch.device("meta"):
+            net = create_model(model, **args, **options).eval()
+            out = net(torch.empty(2, *shape))
+    except (RuntimeError, ValueError, IndexError) as exc:
+        return f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+    if tuple(out.shape) != (2, num_classes):
+        return f"output shape {tuple(out.shape)} instead of (2, {num_classes})"
+    return None
+
+
 def _model_options(name: str) -> tuple[str, ...] | None:
     try:
         from cifar_utils.models import model_options
@@ -249,14 +260,6 @@ def _model_options(name: str) -> tuple[str, ...] | None:
         return tuple(model_options(name))
     except Exception:  # pragma: no cover - registry without signature info
         return None
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def _non_finite_paths(value: Any, prefix: str = "") -> list[str]:
