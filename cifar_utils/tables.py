@@ -157,12 +157,15 @@ def group_comparison(table: pd.DataFrame, groups: Mapping[str, Sequence[str]]) -
 
 def best_model_table(runs: Mapping[str, Run], labels: Mapping[str, str], reported: Mapping[str, float],
                      paper: Mapping[str, float]) -> pd.DataFrame:
-    """Chapter 4: one row per run (key -> Run): the report's error, the Cutout paper's, and the
-    reproduced final-epoch and best-epoch errors and final accuracy (percent), epochs, device, status."""
+    """Chapter 4: one row per run (key -> Run): the report's accuracy and error, the Cutout paper's
+    error, and the reproduced final-epoch and best-epoch errors and final accuracy (percent), epochs,
+    wall time, device, status."""
     rows = []
     for key, run in runs.items():
         final = run.final_test_error if run.status == "finished" else None
-        rows.append({"run": labels.get(key, key), "reported_error": reported.get(key), "paper_error": paper.get(key),
+        rep = reported.get(key)
+        rows.append({"run": labels.get(key, key), "reported_accuracy": 100.0 - rep if rep is not None else None,
+                     "reported_error": rep, "paper_error": paper.get(key),
                      "reproduced_error": final, "best_error": run.best_test_error,
                      "reproduced_accuracy": 100.0 - final if final is not None else None,
                      "epochs": len(run.history), "wall_time": _hms(run.wall_seconds),

@@ -142,3 +142,24 @@ def test_cutout_examples_have_one_hole_of_the_right_size_clipped_at_borders():
     assert clipped and full
     with pytest.raises(ValueError, match="cutout must be a hole side >= 1"):
         cam.augmentation_examples(x[:2], cutout=0)
+
+
+def test_road_score_is_the_packages_road_combined(trained):
+    """The table computes ROADCombined from its parts (without the repeated baseline passes): the same
+    number as the package's class, up to the imputation noise."""
+    from pytorch_grad_cam.metrics.road import ROADCombined
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputSoftmaxTarget
+
+    model, data = trained
+    table = cam.faithfulness_table(model, data, methods=["gradcam"], images=8, percentiles=[30, 70], progress=False)
+    x = data.x[:8]
+    preds = cam.predict(model, x).argmax(1)
+    maps = cam._tie_break(cam.compute_cams(model, x, preds), 0)
+    model.eval()
+    with torch.no_grad():
+        direct = ROADCombined(percentiles=[30, 70])(x, maps, [ClassifierOutputSoftmaxTarget(int(t)) for t in preds],
+                                                    model)
+    for p in model.parameters():
+        p.grad = None
+    assert abs(float(np.mean(direct))) > 1e-3, "a score that can tell the two apart"
+    assert table.loc[0, "road"] == pytest.approx(100 * float(np.mean(direct)), abs=0.05)

@@ -73,11 +73,12 @@ def test_best_model_table_and_figure_14():
     table = tables.best_model_table(runs, experiments.BEST_MODEL_RUNS, BEST_MODEL_ERRORS, CUTOUT_PAPER_ERRORS)
     row = table.set_index("run").loc["WRN-28-10 + Cutout"]
     assert (row["reported_error"], row["paper_error"]) == (3.35, 3.08)
+    assert row["reported_accuracy"] == pytest.approx(96.65)
     assert row["reproduced_error"] == pytest.approx(3.5) and row["best_error"] == pytest.approx(3.5)
     assert row["reproduced_accuracy"] == pytest.approx(96.5)
     assert table.set_index("run").loc["WRN-28-10", "best_error"] == pytest.approx(4.5)
     html = tables.format_numbers(table).to_html()
-    assert "3.35" in html and "3.08" in html and "3.87" in html
+    assert "96.65" in html and "3.35" in html and "3.08" in html and "3.87" in html
     fig = plots.plot_cutout_comparison({"without": runs["wrn28_10"], "with": runs["wrn28_10_cutout"]}, note="smoke x")
     err, loss = fig.axes
     assert [list(l.get_ydata()) for l in err.lines] == [pytest.approx([10.0, 4.5, 5.0]), pytest.approx([11.0, 4.0, 3.5])]
