@@ -126,15 +126,11 @@ class CamExplorer:
             return
         import io
 
-        from . import cam
-        from .plots import plot_cam_explorer
-
         target = None if self.target.value == self.PREDICTED else int(self.target.value)
-        self.item = cam.explain(self.model, self.data, self.selected, target, self.method.value, self.probs)
-        top = cam.top_k(self.probs[self.selected], self.data.classes, 3)
         if self.figure is not None:
             plt.close(self.figure)
-        self.figure = plot_cam_explorer(self.item, self.data.classes, top, cam.METHODS[self.method.value], self.scale)
+        self.item, self.figure = _cam_view(self.model, self.data, self.selected, target, self.method.value,
+                                           self.probs, self.scale)
         buf = io.BytesIO()
         self.figure.savefig(buf, format="png", dpi=80)
         plt.close(self.figure)
@@ -149,3 +145,21 @@ class CamExplorer:
 def cam_explorer(model, data, methods=None, probs=None) -> CamExplorer:
     """A Grad-CAM explorer over ``data`` (:class:`cifar_utils.cam.CamData`); display it in a notebook cell."""
     return CamExplorer(model, data, methods, probs)
+
+
+def _cam_view(model, data, index: int, target: int | None, method: str, probs, scale: int = 4):
+    """The explorer's computation and drawing for one choice: (CamItem, figure)."""
+    from . import cam
+    from .plots import plot_cam_explorer
+
+    item = cam.explain(model, data, index, target, method, probs)
+    top = cam.top_k(probs[index] if probs is not None else cam.predict(model, data.x[index:index + 1])[0],
+                    data.classes, 3)
+    return item, plot_cam_explorer(item, data.classes, top, cam.METHODS[method], scale)
+
+
+def cam_explorer_figure(model, data, probs=None, method: str = "gradcam"):
+    """The explorer's first view as a plain figure (the first image of the first class, the map of its
+    predicted class), for the static book: no widget is created."""
+    first = next(c for c in range(len(data.classes)) if len(data.class_indices(c)))
+    return _cam_view(model, data, int(data.class_indices(first)[0]), None, method, probs)[1]

@@ -158,6 +158,16 @@ def test_cam_explorer_redraws_on_each_control(tiny_cam):
     assert set(cam.METHODS) == {v for _, v in ex.method.options}
 
 
+def test_the_static_explorer_view_is_the_explorers_first_view(tiny_cam):
+    from cifar_utils.widgets import cam_explorer, cam_explorer_figure
+
+    model, data = tiny_cam
+    fig = cam_explorer_figure(model, data)
+    ex = cam_explorer(model, data)
+    assert len(fig.axes) == 3 and fig.axes[0].get_title() == ex.figure.axes[0].get_title()
+    assert np.array_equal(fig.axes[1].images[0].get_array(), ex.figure.axes[1].images[0].get_array())
+
+
 # --- the executed smoke chapter ---------------------------------------------------------------
 
 @pytest.mark.slow
