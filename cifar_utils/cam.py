@@ -350,7 +350,8 @@ def faithfulness_table(model: nn.Module, data: CamData, methods: Sequence[str] =
     if images < 1:
         raise ValueError(f"images must be >= 1, got {images}")
     if not percentiles or any(not 0 < p < 100 for p in percentiles):
-        raise ValueError(f"percentiles must be a non-empty list of numbers strictly between 0 and 100, got {percentiles!r}")
+        raise ValueError("percentiles must be a non-empty list of numbers strictly between 0 and 100, "
+                         f"got {percentiles!r}")
     n = min(int(images), len(data))
     x = data.x[:n]
     probs = predict(model, x)

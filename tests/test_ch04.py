@@ -81,7 +81,8 @@ def test_best_model_table_and_figure_14():
     assert "96.65" in html and "3.35" in html and "3.08" in html and "3.87" in html
     fig = plots.plot_cutout_comparison({"without": runs["wrn28_10"], "with": runs["wrn28_10_cutout"]}, note="smoke x")
     err, loss = fig.axes
-    assert [list(l.get_ydata()) for l in err.lines] == [pytest.approx([10.0, 4.5, 5.0]), pytest.approx([11.0, 4.0, 3.5])]
+    assert [list(l.get_ydata()) for l in err.lines] == [pytest.approx([10.0, 4.5, 5.0]),
+                                                         pytest.approx([11.0, 4.0, 3.5])]
     assert list(loss.lines[1].get_ydata()) == [1.2, 0.7, 0.4]
     assert "smoke x" in fig._suptitle.get_text()
 
