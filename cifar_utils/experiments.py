@@ -121,3 +121,22 @@ def batchnorm_configs(*, lrs: Sequence[float] = BN_LRS, epochs: int = 20, batch_
                               epochs=epochs, batch_size=batch_size, augment=augment, seed=seed, device=device,
                               **data.fields())
                 for lr in lrs} for m in BN_MODELS}
+
+
+#: Chapter 4's runs, by role: chapter 1's ResNet-18 and WRN-28-10, and the WRN-28-10 with Cutout.
+BEST_MODEL_RUNS: dict[str, str] = {"resnet18": "ResNet-18", "wrn28_10": "WRN-28-10",
+                                   "wrn28_10_cutout": "WRN-28-10 + Cutout"}
+
+
+def best_model_configs(*, epochs: int, batch_size: int, data: DataChoice, seed: int = 0, cutout: int = 16,
+                       device: str = "auto") -> dict[str, RunConfig]:
+    """Chapter 4's runs (keys of :data:`BEST_MODEL_RUNS`). The ResNet-18 whose maps are shown and the
+    WRN-28-10 without Cutout are built by :func:`protocol_configs` exactly as chapter 1 builds them, so
+    with chapter 1's parameters they are chapter 1's runs (same key: ``run()`` loads them from the
+    store). The Cutout run differs from that WRN-28-10 in ``cutout`` alone."""
+    if not (isinstance(cutout, int) and not isinstance(cutout, bool) and cutout >= 1):
+        raise ValueError(f"cutout must be the hole side in pixels, an integer >= 1 (the paper: 16), got {cutout!r}")
+    ch1 = protocol_configs(["resnet18", "wrn28_10"], epochs=epochs, batch_size=batch_size, seeds=[seed], data=data,
+                           device=device)
+    wrn = ch1["wrn28_10"][0]
+    return {"resnet18": ch1["resnet18"][0], "wrn28_10": wrn, "wrn28_10_cutout": wrn.replace(cutout=cutout)}

@@ -130,3 +130,144 @@ def plot_metric(runs: Mapping[str, Run], metric: str = "test_acc", log: bool = F
         ax.legend(fontsize=8)
     _epoch_axis(fig)
     return fig
+
+
+# --- chapter 4: class activation maps and the best model ------------------------------------
+
+def _cam_title(item, classes) -> str:
+    text = f"true: {classes[item.label]}\npred: {classes[item.pred]} ({100 * item.confidence:.0f}%)"
+    if item.target != item.pred:
+        text += f"\nmap of: {classes[item.target]}"
+    return text
+
+
+def plot_cam_gallery(items, classes, note: str | None = None, scale: int = 4,
+                     title: str = "Grad-CAM of the predicted class") -> Figure:
+    """Figure 13: one column per class, its images down the column, each the CAM overlay (enlarged
+    ``scale`` times) titled with the true class, the prediction and its confidence."""
+    by_class = {c: [it for it in items if it.label == c] for c in range(len(classes))}
+    by_class = {c: its for c, its in by_class.items() if its}
+    rows = max((len(v) for v in by_class.values()), default=1)
+    cols = max(len(by_class), 1)
+    fig, axes = plt.subplots(rows, cols, figsize=(1.75 * cols, 2.15 * rows + 0.6), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for col, (c, its) in enumerate(by_class.items()):
+        for row, it in enumerate(its):
+            ax = axes[row, col]
+            ax.imshow(it.overlay(scale))
+            ok = it.pred == it.label
+            ax.set_title(_cam_title(it, classes), fontsize=7, color="black" if ok else "firebrick")
+    fig.suptitle(_title(title, note), fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def plot_misclassified(pairs, classes, note: str | None = None, scale: int = 4) -> Figure:
+    """Misclassified images: the image, the CAM of the predicted (wrong) class, the CAM of the true class."""
+    n = max(len(pairs), 1)
+    fig, axes = plt.subplots(n, 3, figsize=(6.3, 2.3 * n + 0.6), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for row, (as_pred, as_true) in enumerate(pairs):
+        axes[row, 0].imshow(as_pred.image if scale == 1 else _upsample(as_pred.image, scale))
+        axes[row, 0].set_title(f"true: {classes[as_pred.label]}", fontsize=8)
+        axes[row, 1].imshow(as_pred.overlay(scale))
+        axes[row, 1].set_title(f"map of predicted: {classes[as_pred.pred]}\n({100 * as_pred.confidence:.0f}%)",
+                               fontsize=8, color="firebrick")
+        axes[row, 2].imshow(as_true.overlay(scale))
+        axes[row, 2].set_title(f"map of true: {classes[as_true.target]}", fontsize=8)
+    if not pairs:
+        axes[0, 1].text(0.5, 0.5, "no misclassified image among those searched", ha="center", va="center")
+    fig.suptitle(_title("Misclassified: where the network looked for each class", note), fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def _upsample(array, scale: int):
+    from .cam import upsample
+
+    return upsample(array, scale)
+
+
+def plot_cam_methods(images, maps: Mapping[str, object], labels: Mapping[str, str], titles: Sequence[str] = (),
+                     note: str | None = None, scale: int = 4) -> Figure:
+    """The same images (rows) under each CAM method (columns), first column the image itself."""
+    from .cam import overlay
+
+    n, methods = len(images), list(maps)
+    fig, axes = plt.subplots(max(n, 1), len(methods) + 1, figsize=(1.9 * (len(methods) + 1), 1.95 * max(n, 1) + 0.6),
+                             squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for i in range(n):
+        axes[i, 0].imshow(_upsample(images[i], scale))
+        if i < len(titles):
+            axes[i, 0].set_title(titles[i], fontsize=8)
+        for j, m in enumerate(methods, start=1):
+            axes[i, j].imshow(overlay(images[i], maps[m][i], scale))
+            if i == 0:
+                axes[i, j].set_title(labels.get(m, m), fontsize=9)
+    fig.suptitle(_title("The same images under each method (map of the predicted class)", note), fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def plot_cutout_comparison(runs: Mapping[str, Run], note: str | None = None,
+                           title: str = "WRN-28-10 with and without Cutout") -> Figure:
+    """Figure 14: test error (left, log scale) and training loss (right, log scale) per epoch, a line per run."""
+    fig, (ax_err, ax_loss) = plt.subplots(1, 2, figsize=(11, 3.8))
+    for label, run in runs.items():
+        epochs, acc = _series(run, "test_acc")
+        ax_err.plot(epochs, [100.0 - a for a in acc], label=label)
+        ax_loss.plot(*_series(run, "train_loss"), label=label)
+    ax_err.set(xlabel="epoch", ylabel="test error (%)", yscale="log")
+    ax_loss.set(xlabel="epoch", ylabel="training loss", yscale="log")
+    for ax in (ax_err, ax_loss):
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(fontsize=8)
+    fig.suptitle(_title(title, note))
+    _epoch_axis(fig)
+    fig.tight_layout()
+    return fig
+
+
+def plot_augmentations(rows: Mapping[str, object], dataset: str = "cifar10", scale: int = 3) -> Figure:
+    """Training images as the network sees them: one row per stage (original, crop + flip, + Cutout),
+    the same images in every row (normalised tensors, shown de-normalised)."""
+    from .data import to_images
+
+    names = list(rows)
+    arrays = {k: to_images(v, dataset) for k, v in rows.items()}
+    n = len(next(iter(arrays.values()))) if arrays else 0
+    fig, axes = plt.subplots(len(names), max(n, 1), figsize=(1.3 * max(n, 1), 1.45 * len(names) + 0.4), squeeze=False)
+    for r, name in enumerate(names):
+        for c in range(n):
+            ax = axes[r, c]
+            ax.imshow(_upsample(arrays[name][c], scale), cmap="gray" if arrays[name].ndim == 3 else None)
+            ax.set_xticks([])
+            ax.set_yticks([])
+        axes[r, 0].set_ylabel(name, fontsize=8)
+    fig.suptitle("Training augmentation: the same images, as the loader makes them", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def plot_cam_explorer(item, classes, top: Sequence[tuple[str, float]], method_label: str = "",
+                      scale: int = 4) -> Figure:
+    """The explorer's view: the image, the overlay of the chosen class's map, and the top predictions."""
+    fig, (ax_img, ax_cam, ax_top) = plt.subplots(1, 3, figsize=(9.5, 3.2),
+                                                 gridspec_kw={"width_ratios": [1, 1, 1.2]})
+    ax_img.imshow(_upsample(item.image, scale))
+    ax_img.set_title(f"test image {item.index}\ntrue: {classes[item.label]}", fontsize=9)
+    ax_cam.imshow(item.overlay(scale))
+    ax_cam.set_title(f"{method_label or item.method} map of: {classes[item.target]}", fontsize=9)
+    for ax in (ax_img, ax_cam):
+        ax.axis("off")
+    names = [name for name, _ in top][::-1]
+    values = [100 * p for _, p in top][::-1]
+    ax_top.barh(names, values, color=["C0" if nm != classes[item.label] else "C2" for nm in names])
+    ax_top.set(xlim=(0, 100), xlabel="probability (%)", title="top predictions")
+    ax_top.grid(alpha=0.3, axis="x")
+    fig.tight_layout()
+    return fig

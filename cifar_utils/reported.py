@@ -47,3 +47,10 @@ TRAINING_CHOICE_FINDINGS: dict[str, str] = {
     "loss": "Cross-entropy is best, then BCE, then MSE, then Huber (CE > BCE > MSE > Huber).",
     "optimizer": "Adagrad is the worst; SGD, Adadelta and Adam are comparable.",
 }
+
+#: Chapter 4: the best model, top-1 test error in percent. The report: WRN-28-10 without Cutout as in
+#: chapter 1, with Cutout (one 16x16 hole) 96.65% accuracy = 3.35% error.
+BEST_MODEL_ERRORS: dict[str, float] = {"wrn28_10": 4.27, "wrn28_10_cutout": 3.35}
+#: The Cutout paper (DeVries & Taylor 2017, Table 1, WRN-28-10 on CIFAR-10 with standard augmentation,
+#: mean of 5 runs): 3.87% without Cutout, 3.08% with.
+CUTOUT_PAPER_ERRORS: dict[str, float] = {"wrn28_10": 3.87, "wrn28_10_cutout": 3.08}

@@ -153,3 +153,29 @@ def group_comparison(table: pd.DataFrame, groups: Mapping[str, Sequence[str]]) -
                      "reproduced spread": float(got.iloc[-1] - got.iloc[0]) if len(got) > 1 else None,
                      "same order": ("yes" if list(rep.index) == list(got.index) else "no") if len(got) > 1 else "not run"})
     return pd.DataFrame(rows)
+
+
+def best_model_table(runs: Mapping[str, Run], labels: Mapping[str, str], reported: Mapping[str, float],
+                     paper: Mapping[str, float]) -> pd.DataFrame:
+    """Chapter 4: one row per run (key -> Run): the report's accuracy and error, the Cutout paper's
+    error, and the reproduced final-epoch and best-epoch errors and final accuracy (percent), epochs,
+    wall time, device, status."""
+    rows = []
+    for key, run in runs.items():
+        final = run.final_test_error if run.status == "finished" else None
+        rep = reported.get(key)
+        rows.append({"run": labels.get(key, key), "reported_accuracy": 100.0 - rep if rep is not None else None,
+                     "reported_error": rep, "paper_error": paper.get(key),
+                     "reproduced_error": final, "best_error": run.best_test_error,
+                     "reproduced_accuracy": 100.0 - final if final is not None else None,
+                     "epochs": len(run.history), "wall_time": _hms(run.wall_seconds),
+                     "device": str(run.device or "-"), "status": run.status})
+    return pd.DataFrame(rows)
+
+
+def format_numbers(table: pd.DataFrame, digits: int = 2, signed: Sequence[str] = ()):
+    """A pandas Styler showing every float column with ``digits`` decimals (``signed`` columns with a
+    sign), missing values as '-', without the index."""
+    fmt = {c: f"{{:.{digits}f}}" for c in table.columns if pd.api.types.is_float_dtype(table[c])}
+    fmt.update({c: f"{{:+.{digits}f}}" for c in signed if c in table})
+    return table.style.format(fmt, na_rep="-").hide(axis="index")

@@ -128,3 +128,106 @@ def show_explorer(explorer_or_factory, static_figure, title: str | None = None) 
     display(figure)
     plt.close(figure)
     return None
+
+
+class CamExplorer:
+    """Grad-CAM explorer: an image (class, then index within the class), the class the map explains
+    (the prediction or any class) and the method; the overlay and the top-3 predictions follow.
+
+    ``explorer.widget`` is the ipywidgets box to display; ``explorer.figure`` the last drawn figure
+    (closed; it stays readable). The figure reaches the page as a PNG in an ``ipywidgets.Image``,
+    not through an ``Output`` widget. The computation is :func:`cifar_utils.cam.explain`.
+    """
+
+    PREDICTED = -1
+
+    def __init__(self, model, data, methods=None, probs=None, scale: int = 4) -> None:
+        import ipywidgets as w
+
+        from . import cam
+
+        if len(data) == 0:
+            raise ValueError("no images to explore")
+        methods = list(methods or cam.METHODS)
+        for m in methods:
+            if m not in cam.METHODS:
+                raise ValueError(f"unknown CAM method {m!r}; choose from {', '.join(cam.METHODS)}")
+        self.model, self.data, self.scale = model, data, scale
+        self.probs = cam.predict(model, data.x) if probs is None else probs
+        present = [c for c in range(len(data.classes)) if len(data.class_indices(c))]
+        self.klass = w.Dropdown(options=[(data.classes[c], c) for c in present], value=present[0],
+                                description="class")
+        self.index = w.IntSlider(value=0, min=0, max=len(data.class_indices(present[0])) - 1,
+                                 description="image")
+        self.target = w.Dropdown(options=[("predicted", self.PREDICTED)] + [(n, i) for i, n in enumerate(data.classes)],
+                                 value=self.PREDICTED, description="map of")
+        self.method = w.Dropdown(options=[(cam.METHODS[m], m) for m in methods], value=methods[0],
+                                 description="method")
+        self.image = w.Image(format="png")
+        self.figure = None
+        self.item = None
+        self._busy = False
+        self.klass.observe(self._class_changed, names="value")
+        for control in (self.index, self.target, self.method):
+            control.observe(lambda _change: self.redraw(), names="value")
+        self.widget = w.VBox([w.HBox([w.VBox([self.klass, self.index]), w.VBox([self.target, self.method])]),
+                              self.image])
+        self.redraw()
+
+    def _class_changed(self, _change) -> None:
+        self._busy = True  # changing the slider's range may move its value: draw once, after
+        try:
+            self.index.value = 0
+            self.index.max = len(self.data.class_indices(self.klass.value)) - 1
+        finally:
+            self._busy = False
+        self.redraw()
+
+    @property
+    def selected(self) -> int:
+        """Position in the data of the chosen image."""
+        return int(self.data.class_indices(self.klass.value)[self.index.value])
+
+    def redraw(self) -> None:
+        """Compute the chosen map and draw the overlay and the top-3 predictions."""
+        if self._busy:
+            return
+        import io
+
+        target = None if self.target.value == self.PREDICTED else int(self.target.value)
+        if self.figure is not None:
+            plt.close(self.figure)
+        self.item, self.figure = _cam_view(self.model, self.data, self.selected, target, self.method.value,
+                                           self.probs, self.scale)
+        buf = io.BytesIO()
+        self.figure.savefig(buf, format="png", dpi=80)
+        plt.close(self.figure)
+        self.image.value = buf.getvalue()
+
+    def _ipython_display_(self) -> None:
+        from IPython.display import display
+
+        display(self.widget)
+
+
+def cam_explorer(model, data, methods=None, probs=None) -> CamExplorer:
+    """A Grad-CAM explorer over ``data`` (:class:`cifar_utils.cam.CamData`); display it in a notebook cell."""
+    return CamExplorer(model, data, methods, probs)
+
+
+def _cam_view(model, data, index: int, target: int | None, method: str, probs, scale: int = 4):
+    """The explorer's computation and drawing for one choice: (CamItem, figure)."""
+    from . import cam
+    from .plots import plot_cam_explorer
+
+    item = cam.explain(model, data, index, target, method, probs)
+    top = cam.top_k(probs[index] if probs is not None else cam.predict(model, data.x[index:index + 1])[0],
+                    data.classes, 3)
+    return item, plot_cam_explorer(item, data.classes, top, cam.METHODS[method], scale)
+
+
+def cam_explorer_figure(model, data, probs=None, method: str = "gradcam"):
+    """The explorer's first view as a plain figure (the first image of the first class, the map of its
+    predicted class), for the static book: no widget is created."""
+    first = next(c for c in range(len(data.classes)) if len(data.class_indices(c)))
+    return _cam_view(model, data, int(data.class_indices(first)[0]), None, method, probs)[1]
