@@ -30,7 +30,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-LOSS_NAMES = ("ce", "bce", "mse", "huber")
+LOSS_NAMES = ("ce", "bce", "mse", "huber", "mse_logits", "huber_logits")  # = engine.losses.LOSSES
 MONITORS = ("test", "val")
 PRECISIONS = ("auto", "fp32", "bf16")
 SOURCES = ("auto", "local", "download", "sample")
