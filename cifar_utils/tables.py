@@ -196,6 +196,12 @@ def check_findings(sweep: str, table: pd.DataFrame, accuracy: str = "best_test_a
     return frame
 
 
+def _ordered(errors: pd.Series) -> str:
+    """Models joined best-first by ``<``, or ``=`` between equal errors."""
+    names, values = list(errors.index), list(errors.values)
+    return "".join(n if i == 0 else (" = " if values[i] == values[i - 1] else " < ") + n for i, n in enumerate(names))
+
+
 def group_comparison(table: pd.DataFrame, groups: Mapping[str, Sequence[str]],
                      claims: Mapping[str, str] | None = None) -> pd.DataFrame:
     """Per comparison group: the models ordered best-first by the report and by the reproduced runs
@@ -209,12 +215,15 @@ def group_comparison(table: pd.DataFrame, groups: Mapping[str, Sequence[str]],
         got = data.loc[members, "reproduced_error"].dropna().sort_values()
         # compare like with like: the report's order over the models that have reproduced results
         rep = data.loc[list(got.index) if len(got) else members, "reported_error"].dropna().sort_values()
+        # equal reproduced errors (common in a smoke build) give no order: say "tie", never "yes"
+        tied = got.duplicated().any()
+        same = "not run" if len(got) < 2 else "tie" if tied else "yes" if list(rep.index) == list(got.index) else "no"
         rows.append({"group": group, **({"report's claim": claims.get(group, "-")} if claims is not None else {}),
                      "reported order": " < ".join(rep.index),
-                     "reproduced order": " < ".join(got.index) or "not run",
+                     "reproduced order": _ordered(got) or "not run",
                      "reported spread": float(rep.iloc[-1] - rep.iloc[0]) if len(rep) > 1 else None,
                      "reproduced spread": float(got.iloc[-1] - got.iloc[0]) if len(got) > 1 else None,
-                     "same order": ("yes" if list(rep.index) == list(got.index) else "no") if len(got) > 1 else "not run"})
+                     "same order": same})
     return pd.DataFrame(rows)
 
 

@@ -266,3 +266,9 @@ def test_lr_grid_trains_through_the_engine(tmp_path):
         assert t.loc[label, "chosen_lr"] in grid[label]
         assert 0.0 <= t.loc[label, "test_acc_at_val_best"] <= 100.0
         assert all("val_acc" in r for r in runs[label][t.loc[label, "chosen_lr"]].history)
+
+
+def test_group_comparison_calls_equal_errors_a_tie_not_an_agreement():
+    runs = {"resnet18": [fake_run("resnet18", [90.0])], "resnet50": [fake_run("resnet50", [90.0])]}
+    row = tables.group_comparison(tables.results_table(runs, ABLATION_ERRORS), {"depth": ["resnet18", "resnet50"]}).iloc[0]
+    assert row["same order"] == "tie" and row["reproduced order"] == "resnet18 = resnet50"
