@@ -16,7 +16,7 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-LOSS_NAMES = ("ce", "bce", "mse", "huber")
+LOSS_NAMES = ("ce", "bce", "mse", "huber", "mse_logits", "huber_logits")  # = engine.losses.LOSSES
 MONITORS = ("test", "val")
 PRECISIONS = ("auto", "fp32", "bf16")
 SOURCES = ("auto", "local", "download", "sample")

@@ -68,11 +68,20 @@ def plot_test_error(runs: Mapping[str, Run], title: str = "Test error", note: st
     return fig
 
 
-def plot_sweep(runs: Mapping[str, Run], title: str, note: str | None = None, log_loss: bool = True) -> Figure:
-    """One sweep: train (upper row) and test (lower row) loss and accuracy per epoch, a line per variant."""
+def legend_label(label: str, run: Run, lr: bool = False) -> str:
+    """A legend entry: the variant's label, with the run's learning rate when ``lr`` (``"SGD (lr 0.1)"``)."""
+    return f"{label} (lr {run.config.lr:g})" if lr else label
+
+
+def plot_sweep(runs: Mapping[str, Run], title: str, note: str | None = None, log_loss: bool = True,
+               lr_in_legend: bool = False) -> Figure:
+    """One sweep: train (upper row) and test (lower row) loss and accuracy per epoch, a line per variant.
+    ``lr_in_legend`` adds each run's learning rate to its legend entry (the optimizer sweep, where
+    every optimizer has its own)."""
     fig, axes = plt.subplots(2, 2, figsize=(11, 7), sharex=True)
     for row, split in enumerate(("train", "test")):
         for label, run in runs.items():
+            label = legend_label(label, run, lr_in_legend)
             axes[row, 0].plot(*_series(run, f"{split}_loss"), label=label)
             axes[row, 1].plot(*_series(run, f"{split}_acc"), label=label)
         axes[row, 0].set(ylabel=f"{split} loss", yscale="log" if log_loss else "linear")
@@ -104,7 +113,7 @@ def plot_error_vs_params(table, groups: Mapping[str, Sequence[str]], note: str |
         ax.annotate(m, (data.loc[m, "params_m"], data.loc[m, column]), fontsize=7,
                     xytext=(3, 3), textcoords="offset points")
     ax.set(xscale="log", xlabel="parameters (millions)", ylabel="test error (%)",
-           title=_title("Error against size: filled = reproduced, hollow = reported", note))
+           title=_title("Error against size: filled = reproduced (best epoch), hollow = reported", note))
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8)
     fig.tight_layout()

@@ -54,3 +54,23 @@ BEST_MODEL_ERRORS: dict[str, float] = {"wrn28_10": 4.27, "wrn28_10_cutout": 3.35
 #: The Cutout paper (DeVries & Taylor 2017, Table 1, WRN-28-10 on CIFAR-10 with standard augmentation,
 #: mean of 5 runs): 3.87% without Cutout, 3.08% with.
 CUTOUT_PAPER_ERRORS: dict[str, float] = {"wrn28_10": 3.87, "wrn28_10_cutout": 3.08}
+
+
+#: Chapter 1's reading of the report's Table 1, as claims about each model against ResNet-18. The
+#: chapter shows each beside the computed comparison (``tables.compare_with_reference``); a claim is
+#: the report's until the reproduced runs confirm it.
+ARCHITECTURE_REFERENCE = "resnet18"
+ARCHITECTURE_CLAIMS: dict[str, str] = {
+    "wrn28_10": "lowest error of the seven, bought with about 3x the parameters and 10x the compute of ResNet-18",
+    "resnext29_32x4d": "reaches ResNet-18's error with less than half its parameters",
+    "densenet121": "reaches ResNet-18's error with less than half its parameters",
+}
+
+#: Chapter 2's conclusions, one per comparison group of :data:`ABLATION_GROUPS` (the report's words,
+#: checked by ``tables.group_comparison(..., claims=ABLATION_CLAIMS)``).
+ABLATION_CLAIMS: dict[str, str] = {
+    "depth": "depth alone does not help: ResNet-50 is worse than ResNet-18",
+    "width": "width helps: 2x64d is better than 2x32d",
+    "cardinality": "cardinality helps: 8x64d is better than 2x64d",
+    "cardinality vs width (fixed complexity)": "at a fixed budget more paths beat more width: 32x4d is the best ResNeXt-50",
+}
