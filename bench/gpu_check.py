@@ -314,14 +314,34 @@ def _protocol_runs(params: dict) -> list:
 
 
 def _sweep_runs(params: dict) -> list:
-    from cifar_utils.experiments import sweep_configs, training_choice_base
+    from cifar_utils.experiments import DEFAULT_OPTIMIZER_LRS, sweep_configs, training_choice_base
 
-    base = training_choice_base(epochs=params["epochs"], batch_size=params["batch_size"], lr=params["lr"],
-                                data=_data(params), seed=params.get("seed", 0))
-    variants = {"activation": params.get("activations"), "loss": params.get("losses"),
-                "optimizer": params.get("optimizers")}
-    unique = {c.name: c for sweep, v in variants.items() for c in sweep_configs(sweep, base, v).values()}
+    lrs = params.get("optimizer_lrs") or DEFAULT_OPTIMIZER_LRS
+    base = training_choice_base(epochs=params["epochs"], batch_size=params["batch_size"],
+                                lr=lrs.get("adam", DEFAULT_OPTIMIZER_LRS["adam"]), data=_data(params),
+                                seed=params.get("seed", 0))
+    configs = [*sweep_configs("activation", base, params.get("activations")).values(),
+               *sweep_configs("loss", base, params.get("losses")).values(),
+               *sweep_configs("optimizer", base, params.get("optimizers"), lrs=lrs).values()]
+    unique = {c.name: c for c in configs}
     return list(unique.values())
+
+
+def _best_model_runs(params: dict) -> list:
+    """Chapter 4 trains only the Cutout run: its ResNet-18 and WRN-28-10 are chapter 1's."""
+    from cifar_utils.experiments import best_model_configs
+
+    configs = best_model_configs(epochs=params["epochs"], batch_size=params["batch_size"], data=_data(params),
+                                 seed=params.get("seed", 0), cutout=params.get("cutout", 16))
+    return [configs["wrn28_10_cutout"]]
+
+
+def _batchnorm_runs(params: dict) -> list:
+    from cifar_utils.experiments import batchnorm_configs
+
+    configs = batchnorm_configs(lrs=params["lrs"], epochs=params["epochs"], batch_size=params["batch_size"],
+                                data=_data(params), seed=params.get("seed", 0))
+    return [c for by_lr in configs.values() for c in by_lr.values()]
 
 
 #: Chapter -> its runs from its parameters (notebook defaults updated with the profile's values), the
@@ -330,6 +350,8 @@ CHAPTER_RUNS: dict[str, Callable[[dict], list]] = {
     "01_architectures": _protocol_runs,
     "02_ablations": _protocol_runs,
     "03_training_choices": _sweep_runs,
+    "04_gradcam_best_model": _best_model_runs,
+    "05_batchnorm": _batchnorm_runs,
 }
 
 
