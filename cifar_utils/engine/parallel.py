@@ -209,8 +209,14 @@ def _auto_imports(configs: Iterable[RunConfig]) -> list[str]:
     return found
 
 
+#: Where run_many trains: spawned processes on this machine, or Ray tasks (see ray_backend.py).
+BACKENDS = ("local", "ray")
+
+
 def run_many(configs: Iterable[RunConfig], *, jobs: int = 1, runs_dir: str | Path | None = None,
-             progress: bool = True, imports: Sequence[str] = ()) -> list[st.Run]:
+             progress: bool = True, imports: Sequence[str] = (), backend: str = "local",
+             ray_address: str | None = None, gpus_per_run: float | None = None,
+             cpus_per_run: float | None = None) -> list[st.Run]:
     """Train (or load) every config; return their runs in order.
 
     ``jobs=1`` (or a single run left to train) runs them one after the other in this process,
@@ -223,6 +229,10 @@ def run_many(configs: Iterable[RunConfig], *, jobs: int = 1, runs_dir: str | Pat
     downloads happen once (see the module doc). Ctrl-C cancels the queued runs, stops the workers
     and raises ``KeyboardInterrupt``. Callbacks are not supported here: use :func:`run` for runs
     that need them.
+
+    ``backend="ray"`` runs each config as a Ray task (``jobs`` of them in flight at once), on a
+    local Ray instance or the cluster at ``ray_address``, each asking for ``gpus_per_run`` GPUs
+    and ``cpus_per_run`` CPUs: see :mod:`cifar_utils.engine.ray_backend`.
     """
     from .loop import run
 
@@ -233,6 +243,17 @@ def run_many(configs: Iterable[RunConfig], *, jobs: int = 1, runs_dir: str | Pat
         c.validate()
     if jobs < 1:
         raise ValueError(f"jobs must be >= 1, got {jobs}")
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {', '.join(map(repr, BACKENDS))}, got {backend!r}")
+    if backend == "ray":
+        from .ray_backend import run_many_ray
+
+        return run_many_ray(configs, jobs=jobs, runs_dir=runs_dir, progress=progress, imports=imports,
+                            ray_address=ray_address, gpus_per_run=gpus_per_run, cpus_per_run=cpus_per_run)
+    ray_only = {k: v for k, v in dict(ray_address=ray_address, gpus_per_run=gpus_per_run,
+                                      cpus_per_run=cpus_per_run).items() if v is not None}
+    if ray_only:
+        raise ValueError(f"{', '.join(ray_only)} only apply to backend='ray' (got backend={backend!r})")
     store = st.RunStore(runs_dir)
     runs: list[st.Run | None] = [None] * len(configs)
     errors: dict[int, str] = {}
