@@ -21,6 +21,7 @@ from cifar_utils.engine import parallel
 from cifar_utils.engine import ray_backend
 from cifar_utils.engine.testing import tiny_config
 
+REPO = Path(__file__).resolve().parents[1]
 NUMBERS = ("epoch", "train_loss", "train_acc", "test_loss", "test_acc", "lr")
 
 
@@ -206,3 +207,19 @@ def test_ctrl_c_cancels_the_tasks(tmp_path, ray_local):
     # the running task was interrupted (marked so, to resume later); the queued ones never started
     assert [r.name for r in stored] == [configs[0].name]
     assert stored[0].status == "interrupted" and len(stored[0].history) < 30
+
+
+def test_ray_profile_and_scale_page_fit_the_book():
+    from cifar_utils.book import load_profile
+    from cifar_utils.book.params import validate_profile
+    from cifar_utils.book.runner import toc_files, toc_notebooks
+
+    values = validate_profile(load_profile(REPO / "params" / "ray.yaml"), toc_notebooks(REPO))
+    assert {ch: v["backend"] for ch, v in values.items()} == dict.fromkeys(values, "ray") and values
+    files = toc_files(REPO)
+    assert files.index("book/scale") == files.index("book/status") - 1
+    page = (REPO / "book" / "scale.md").read_text()
+    assert page.startswith("# Re-running at scale")
+    for command in ("make book PROFILE=full", "make book PROFILE=ray", "ray start --head", "sbatch",
+                    "RAY_ADDRESS=auto python -m cifar_utils.book --profile ray", "pip install -e '.[ray]'"):
+        assert command in page

@@ -13,8 +13,8 @@ must be the same shared filesystem on every node (NFS, Lustre, GPFS, CephFS...);
 the results back from it. A run finished by any node is then loaded, not retrained, by every later
 call. The store's per-run lock is an ``fcntl.flock`` on ``<run>/.lock``: on Linux NFS clients it
 becomes an NFS byte-range lock, which holds across nodes as long as the mount has locking (not
-``nolock`` / ``local_lock=all``); Lustre needs the ``flock`` mount option (``localflock`` locks
-per node only); with node-local locks two nodes could train the same run at the same time (the
+``nolock`` / ``local_lock=all``); Lustre locks across nodes with the ``flock`` mount option, per
+node only with ``localflock``, not at all with ``noflock`` (the run then fails); with node-local locks two nodes could train the same run at the same time (the
 files stay whole, being replaced atomically, but the work is done twice). A lock held by a node
 that died is released by the server only after its lease runs out (NFSv4: about 90 s), so a
 task that finds its run locked waits up to :data:`LOCK_WAIT_S` before it gives up.
