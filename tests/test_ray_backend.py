@@ -123,6 +123,24 @@ def test_nothing_to_train_needs_no_ray(tmp_path, monkeypatch):
 
 @pytest.mark.slow
 @pytest.mark.timeout(300)
+def test_without_a_ray_session_a_local_instance_is_started_and_stopped(tmp_path, monkeypatch):
+    # Defined before the tests that use the module's Ray instance, so that none is running yet.
+    ray = pytest.importorskip("ray")
+    if ray.is_initialized() or not sys.platform.startswith("linux"):
+        pytest.skip("needs a process without a Ray session (run this test on its own)")
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    before = ray_pids()
+    result = run_many([tiny_config(epochs=1, seed=60)], runs_dir=tmp_path, backend="ray", progress=False)[0]
+    assert result.status == "finished" and result.info["sessions"] == 1
+    assert not ray.is_initialized()
+    deadline = time.monotonic() + 30
+    while (left := ray_pids() - before) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not left, f"Ray processes left behind: {sorted(left)}"
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
 def test_ray_gives_the_local_histories(tmp_path, ray_local, one_thread, capsys):
     configs = [tiny_config(epochs=2, seed=s) for s in range(3)]
     broken = tiny_config(epochs=2, seed=9, model_options={"width": -1})  # raises when the model is built
