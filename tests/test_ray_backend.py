@@ -113,6 +113,21 @@ def test_backend_and_ray_options_are_checked(tmp_path):
         ray_backend.resolve_resources([tiny_config(device="cuda:1")], {"CPU": 8, "GPU": 2}, 1, None)
 
 
+def test_an_unreachable_cluster_fails_fast(tmp_path, monkeypatch):
+    pytest.importorskip("ray")
+    import socket
+
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    monkeypatch.setattr(ray_backend, "CONNECT_TIMEOUT_S", 2.0)
+    t0 = time.perf_counter()
+    with pytest.raises(RuntimeError, match=f"no Ray cluster answers at '127.0.0.1:{port}'"):
+        run_many([tiny_config(epochs=1)], runs_dir=tmp_path, backend="ray", ray_address=f"127.0.0.1:{port}",
+                 progress=False)
+    assert time.perf_counter() - t0 < 30
+
+
 def test_nothing_to_train_needs_no_ray(tmp_path, monkeypatch):
     config = tiny_config(epochs=1)
     first = run(config, runs_dir=tmp_path, progress=False)

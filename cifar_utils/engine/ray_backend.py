@@ -56,6 +56,8 @@ LOCK_WAIT_S = 180.0
 STOP_GRACE_S = 10.0
 #: Seconds between looks at the runs in flight (for the "start" lines).
 POLL_S = 1.0
+#: Seconds to wait for a cluster's address to answer (Ray itself would keep trying for minutes).
+CONNECT_TIMEOUT_S = 15.0
 #: Environment variables of the driver that the tasks get too (data root, checkpoint policy...).
 FORWARDED_ENV_PREFIX = "CIFAR_UTILS_"
 
@@ -133,6 +135,21 @@ def resolve_resources(configs: Sequence[RunConfig], cluster: dict[str, float], g
     return gpus, cpus
 
 
+def _check_reachable(address: str, timeout: float | None = None) -> None:
+    """Fail fast, with a clear message, when ``host:port`` (or ``ray://host:port``) does not
+    answer within :data:`CONNECT_TIMEOUT_S`: ``ray.init`` would retry for minutes."""
+    timeout = CONNECT_TIMEOUT_S if timeout is None else timeout
+    rest = address.split("://", 1)[-1]
+    host, _, port = rest.rpartition(":")
+    if not host or not port.isdigit():
+        return  # "auto" and the like: Ray resolves them (and says when there is no cluster)
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except OSError as exc:
+        raise RuntimeError(f"backend='ray': no Ray cluster answers at {address!r} ({exc}; waited {timeout:g} s); "
+                           "start one (`ray start --head`) or fix ray_address / $RAY_ADDRESS") from None
+
+
 def _connect(ray, ray_address: str | None) -> bool:
     """Connect this process to Ray; True when this call started (and must shut down) the session."""
     if ray.is_initialized():
@@ -141,6 +158,8 @@ def _connect(ray, ray_address: str | None) -> bool:
     kwargs: dict[str, Any] = {"address": address, "logging_level": logging.WARNING}
     if address == "local":
         kwargs["include_dashboard"] = False
+    else:
+        _check_reachable(address)
     try:
         ray.init(**kwargs)
     except Exception as exc:
