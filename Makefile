@@ -13,7 +13,7 @@ STAMP := $(VENV)/.installed-stamp
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --disable-pip-version-check -q -e '.[book,test]'
+	$(PY) -m pip install --disable-pip-version-check -q -e '.[book,test,ray]'
 	@touch $(STAMP)
 
 install: $(STAMP)

@@ -263,9 +263,16 @@ def _check_callback_factory(factory: Callable) -> None:
         raise ValueError(f"callbacks= factory cannot be sent to a worker process: {exc}") from exc
 
 
+#: Where run_many trains: spawned processes on this machine, or Ray tasks (see ray_backend.py).
+BACKENDS = ("local", "ray")
+
+
+
 def run_many(configs: Iterable[RunConfig], *, jobs: int = 1, runs_dir: str | Path | None = None,
              progress: bool = True, imports: Sequence[str] = (),
-             callbacks: Callable[[RunConfig], Iterable] | None = None) -> list[st.Run]:
+             callbacks: Callable[[RunConfig], Iterable] | None = None, backend: str = "local",
+             ray_address: str | None = None, gpus_per_run: float | None = None,
+             cpus_per_run: float | None = None) -> list[st.Run]:
     """Train (or load) every config; return their runs in order.
 
     ``jobs=1`` (or a single run left to train) runs them one after the other in this process,
@@ -278,6 +285,10 @@ def run_many(configs: Iterable[RunConfig], *, jobs: int = 1, runs_dir: str | Pat
     downloads happen once (see the module doc). Ctrl-C cancels the queued runs, stops the workers
     and raises ``KeyboardInterrupt``. ``callbacks``: a picklable factory ``config -> [Callback, ...]``
     called for each run that is trained (see the module doc; runs loaded from the store get none).
+
+    ``backend="ray"`` runs each config as a Ray task (``jobs`` of them in flight at once), on a
+    local Ray instance or the cluster at ``ray_address``, each asking for ``gpus_per_run`` GPUs
+    and ``cpus_per_run`` CPUs: see :mod:`cifar_utils.engine.ray_backend`.
     """
     from .loop import run
 
@@ -291,6 +302,18 @@ def run_many(configs: Iterable[RunConfig], *, jobs: int = 1, runs_dir: str | Pat
         raise ValueError(f"jobs must be >= 1, got {jobs}")
     if callbacks is not None:  # checked for jobs=1 too, so that jobs never changes what works
         _check_callback_factory(callbacks)
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {', '.join(map(repr, BACKENDS))}, got {backend!r}")
+    if backend == "ray":
+        from .ray_backend import run_many_ray
+
+        return run_many_ray(configs, jobs=jobs, runs_dir=runs_dir, progress=progress, imports=imports,
+                            callbacks=callbacks, ray_address=ray_address, gpus_per_run=gpus_per_run,
+                            cpus_per_run=cpus_per_run)
+    ray_only = {k: v for k, v in dict(ray_address=ray_address, gpus_per_run=gpus_per_run,
+                                      cpus_per_run=cpus_per_run).items() if v is not None}
+    if ray_only:
+        raise ValueError(f"{', '.join(ray_only)} only apply to backend='ray' (got backend={backend!r})")
     store = st.RunStore(runs_dir)
     runs: list[st.Run | None] = [None] * len(configs)
     errors: dict[int, str] = {}
