@@ -265,5 +265,5 @@ def pruning_table(model: nn.Module, layer: str, order: Tensor, loader, percents:
 def weight_picture(weight: Tensor) -> np.ndarray:
     """A layer's weights as a 2-D array for display: one row per output filter (conv, its inputs and
     kernel flattened) or the fc matrix itself."""
-    w = weight.detach().float().cpu()
+    w = weight.detach().float().cpu().clone()  # a copy: the layer may be restored afterwards
     return w.reshape(w.shape[0], -1).numpy()

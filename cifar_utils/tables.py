@@ -153,3 +153,36 @@ def group_comparison(table: pd.DataFrame, groups: Mapping[str, Sequence[str]]) -
                      "reproduced spread": float(got.iloc[-1] - got.iloc[0]) if len(got) > 1 else None,
                      "same order": ("yes" if list(rep.index) == list(got.index) else "no") if len(got) > 1 else "not run"})
     return pd.DataFrame(rows)
+
+
+# --- chapter 6 -------------------------------------------------------------------------------------
+
+def run_comparison(runs: Mapping[str, Run], last: int = 5) -> pd.DataFrame:
+    """Per run: final and best test accuracy, and the mean and standard deviation of the test accuracy
+    over the ``last`` epochs (the spread says how much one epoch's number wobbles)."""
+    if last < 1:
+        raise ValueError(f"last must be >= 1, got {last!r}")
+    rows = []
+    for label, run in runs.items():
+        accs = _values(run, "test_acc")
+        tail = pd.Series(accs[-last:], dtype=float)
+        rows.append({"run": label, "epochs": len(accs), "final_acc": accs[-1] if accs else None,
+                     "best_acc": max(accs) if accs else None, f"mean_last_{last}": tail.mean() if accs else None,
+                     f"std_last_{last}": tail.std(ddof=0) if accs else None})
+    return pd.DataFrame(rows).set_index("run")
+
+
+def difference_check(table: pd.DataFrame, a: str, b: str, last: int = 5, factor: float = 2.0) -> dict:
+    """Whether runs ``a`` and ``b`` of :func:`run_comparison` differ by more than ``factor`` times their
+    combined epoch-to-epoch spread over the last epochs (a one-seed yardstick, not a statistical test).
+
+    Returns ``difference`` (a minus b, points of mean accuracy over the last epochs), ``spread``,
+    ``significant`` (bool) and a one-line ``verdict``."""
+    mean, std = f"mean_last_{last}", f"std_last_{last}"
+    diff = float(table.loc[a, mean] - table.loc[b, mean])
+    spread = float((table.loc[a, std] ** 2 + table.loc[b, std] ** 2) ** 0.5)
+    significant = abs(diff) > factor * spread
+    verdict = (f"{a} - {b} = {diff:+.2f} points (mean test accuracy of the last {last} epochs) against a "
+               f"spread of {spread:.2f}: " + ("a difference beyond the epoch-to-epoch noise" if significant
+                                               else "no difference beyond the epoch-to-epoch noise"))
+    return {"difference": diff, "spread": spread, "significant": significant, "verdict": verdict}
