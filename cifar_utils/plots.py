@@ -172,7 +172,7 @@ def plot_pruned_weights(before, after, title: str, note: str | None = None, accu
     import numpy as np
 
     if axes is None:
-        fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+        fig, axes = plt.subplots(1, 2, figsize=(11, 4.6), layout="constrained")
     fig = axes[0].figure
     limit = float(np.abs(before).max()) or 1.0
     for ax, data, name, acc in zip(axes, (before, after), ("before", "after"),
@@ -182,7 +182,7 @@ def plot_pruned_weights(before, after, title: str, note: str | None = None, accu
         kept = int((np.abs(data).sum(axis=1) > 0).sum())
         label = f"{name} pruning: {kept}/{data.shape[0]} rows non-zero"
         if acc is not None:
-            label += f", test acc {acc:.2f}%"
+            label += f"\ntest accuracy {acc:.2f}%"
         ax.set(title=label, xlabel="inputs x kernel (flattened)", ylabel="output filter / unit")
     if not getattr(fig, "_has_colorbar", False):
         fig.colorbar(image, ax=list(axes), shrink=0.8, label="weight")

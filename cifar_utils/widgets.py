@@ -83,7 +83,7 @@ class PruningExplorer:
         self.percent = w.IntSlider(value=percent, min=0, max=100, step=5, description="pruned %",
                                    continuous_update=False)
         self.output = w.Output()
-        self.figure, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+        self.figure, axes = plt.subplots(1, 2, figsize=(11, 4.6), layout="constrained")
         plt.close(self.figure)
         self.axes = list(axes)
         self.accuracy: float | None = None

@@ -211,7 +211,7 @@ def test_chapter6_figures():
     after = before.copy()
     after[1] = 0
     fig = plots.plot_pruned_weights(before, after, "t", accuracy=(98.0, 97.5))
-    assert "3/4 rows non-zero" in fig.axes[1].get_title() and "97.50%" in fig.axes[1].get_title()
+    assert "3/4 rows non-zero" in fig.axes[1].get_title() and "test accuracy 97.50%" in fig.axes[1].get_title()
 
 
 def test_pruning_explorer_updates_accuracy_and_picture():
