@@ -187,7 +187,8 @@ class Boom(Exception):
 
 @pytest.mark.parametrize("optimizer", ["slbi", "slbi_adam"])
 def test_resume_with_slbi_state_equals_uninterrupted(tmp_path, optimizer):
-    cfg = slbi_config(optimizer=optimizer, lr=0.05 if optimizer == "slbi" else 0.01)
+    cfg = slbi_config(optimizer=optimizer) if optimizer == "slbi" else \
+        slbi_config(optimizer=optimizer, lr=0.01, optimizer_options={"kappa": 1.0, "mu": 1.0, "lam": 0.02})
     ref_path = SLBIPath()
     ref = run(cfg, runs_dir=tmp_path / "ref", callbacks=[ref_path], progress=False)
     fractions = [sum(e["fractions"].values()) for e in ref_path.path]
