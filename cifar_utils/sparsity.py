@@ -190,11 +190,12 @@ class SLBIPath(Callback):
 def pruning_order(weight: Tensor, first_epoch: Tensor) -> Tensor:
     """``||W_f||_2 - e_f`` per output filter of a conv weight, ``|W| - e`` per entry of an fc weight:
     filters selected early come last, never-selected ones (e = :data:`NEVER`) first, ties by size."""
-    first_epoch = first_epoch.to(weight.device, torch.float32)
+    # float64: in float32, norm - 2000 keeps only ~1e-4 of the norm and makes ties of distinct filters
+    first_epoch = first_epoch.to(weight.device, torch.float64)
     if weight.dim() == 4:
-        size = weight.detach().float().reshape(weight.shape[0], -1).norm(dim=1)
+        size = weight.detach().double().reshape(weight.shape[0], -1).norm(dim=1)
     elif weight.dim() == 2:
-        size = weight.detach().float().abs()
+        size = weight.detach().double().abs()
     else:
         raise ValueError(f"pruning orders exist for conv (4-D) and fc (2-D) weights, got shape {tuple(weight.shape)}")
     if first_epoch.shape != size.shape:

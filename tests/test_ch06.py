@@ -73,6 +73,10 @@ def test_pruning_order_is_norm_minus_first_epoch():
     assert fc_order.flatten().tolist() == pytest.approx([1.0, -1.5, -2.0, 3.0 - sparsity.NEVER])
     with pytest.raises(ValueError, match="expected"):
         sparsity.pruning_order(w, torch.zeros(2))
+    # filters never selected keep their size order exactly (no float32 ties at norm - 2000)
+    never = torch.full((256,), sparsity.NEVER)
+    w = (0.6 + 1e-5 * torch.arange(256.0))[:, None, None, None] * torch.ones(256, 1, 1, 1)
+    assert int(sparsity.keep_mask(sparsity.pruning_order(w, never), 50).sum()) == 128
 
 
 def test_keep_mask_uses_numpys_percentile():
