@@ -180,6 +180,8 @@ class SLBIPath(Callback):
     def order(self, model: nn.Module, layer: str) -> Tensor:
         """The pruning order of ``layer``'s filters (conv) / entries (fc) for ``model``'s weights."""
         name, p = _param(model, layer)
+        if not self.first_epoch:
+            raise ValueError("no path recorded: the run was trained without callbacks=[SLBIPath()] (or not yet)")
         if name not in self.first_epoch:
             raise ValueError(f"{name} was not coupled to a Gamma; coupled: {', '.join(self.first_epoch)}")
         return pruning_order(p.detach().cpu(), self.first_epoch[name])

@@ -159,6 +159,8 @@ def test_slbipath_records_first_selected_epochs_and_fractions():
     assert copy.path == cb.path and torch.equal(copy.first_epoch["conv.weight"], cb.first_epoch["conv.weight"])
     model = net()
     assert cb.order(model, "conv").shape == (4,)
+    with pytest.raises(ValueError, match="no path recorded"):
+        sparsity.SLBIPath().order(model, "conv")
     with pytest.raises(TypeError, match="needs an SLBI optimizer"):
         sparsity.SLBIPath().on_fit_start(SimpleNamespace(optimizer=torch.optim.SGD(model.parameters(), lr=0.1)))
 
