@@ -203,3 +203,35 @@ def best_model_configs(*, epochs: int, batch_size: int, data: DataChoice, seed: 
                            device=device, precision=precision)
     wrn = ch1["wrn28_10"][0]
     return {"resnet18": ch1["resnet18"][0], "wrn28_10": wrn, "wrn28_10_cutout": wrn.replace(cutout=cutout)}
+
+
+# --- chapter 6: DessiLBI ---------------------------------------------------------------------------
+
+#: Chapter 6's labels of the two LeNet runs and of the two ResNet-18 runs.
+DESSILBI_LENET = ("SLBI", "SGD")
+DESSILBI_RESNET = ("SLBI-Adam", "Adam")
+
+
+def dessilbi_lenet_configs(*, epochs: int, batch_size: int, lr: float, kappa: float, mu: float, lam: float,
+                           lr_step: int, data: DataChoice, momentum: float = 0.9, seed: int = 0,
+                           device: str = "auto") -> dict[str, RunConfig]:
+    """Chapter 6, Figure 18: LeNet on MNIST, SLBI against SGD with momentum, both at ``lr`` with no
+    weight decay, LR x0.1 every ``lr_step`` epochs, no augmentation (report: 60 epochs, batch 128,
+    lr 0.1, kappa 1, mu 20, step 20). SLBI's momentum is the same ``momentum`` field."""
+    if lr_step < 1:
+        raise ValueError(f"lr_step must be >= 1 (epochs between LR x0.1 steps), got {lr_step!r}")
+    base = RunConfig(model="lenet", dataset="mnist", optimizer="sgd", lr=lr, momentum=momentum, weight_decay=0.0,
+                     batch_size=batch_size, epochs=epochs, scheduler="step",
+                     scheduler_options={"step_size": lr_step, "gamma": 0.1}, augment=False, seed=seed,
+                     device=device, **data.fields())
+    slbi = base.replace(optimizer="slbi", optimizer_options={"kappa": kappa, "mu": mu, "lam": lam})
+    return {"SLBI": slbi, "SGD": base}
+
+
+def dessilbi_resnet_configs(base: RunConfig, *, kappa: float, mu: float, lam: float) -> dict[str, RunConfig]:
+    """Chapter 6, Figure 20: chapter 3's Adam baseline (``base``, from :func:`training_choice_base`,
+    shared through the store) and the same run with SLBI-Adam."""
+    if base.optimizer != "adam":
+        raise ValueError(f"the base run must be chapter 3's Adam baseline, got optimizer={base.optimizer!r}")
+    slbi = base.replace(optimizer="slbi_adam", optimizer_options={"kappa": kappa, "mu": mu, "lam": lam})
+    return {"SLBI-Adam": slbi, "Adam": base}

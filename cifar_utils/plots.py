@@ -235,6 +235,32 @@ def plot_cutout_comparison(runs: Mapping[str, Run], note: str | None = None,
     for ax in (ax_err, ax_loss):
         ax.grid(alpha=0.3, which="both")
         ax.legend(fontsize=8)
+
+
+# --- chapter 6: DessiLBI -----------------------------------------------------------------------------
+
+def plot_regularization_path(path, runs: Mapping[str, Run] | None = None, title: str = "Regularisation path",
+                             note: str | None = None) -> Figure:
+    """SLBI's path: per layer the fraction of filters (conv) / weights (fc) in Gamma's support against
+    epoch (left); the test accuracy of the sparse model W* against epoch (right), beside the test
+    accuracy of the full trained weights of ``runs`` (label -> Run) when given.
+
+    ``path`` is :meth:`cifar_utils.sparsity.SLBIPath.frame` (one column per layer, plus
+    ``sparse_test_acc``)."""
+    fig, (ax_frac, ax_acc) = plt.subplots(1, 2, figsize=(11, 3.8))
+    layers = [c for c in path.columns if c not in ("sparse_test_acc", "sparse_test_loss")]
+    for layer in layers:
+        ax_frac.plot(path.index, 100.0 * path[layer], label=layer.removesuffix(".weight"))
+    ax_frac.set(xlabel="epoch", ylabel="selected (% of filters / weights)", ylim=(-3, 103))
+    ax_frac.legend(fontsize=8, ncol=2 if len(layers) > 6 else 1)
+    if "sparse_test_acc" in path:
+        ax_acc.plot(path.index, path["sparse_test_acc"], label="W* (support of Gamma only)")
+    for label, run in (runs or {}).items():
+        ax_acc.plot(*_series(run, "test_acc"), "--", label=f"{label}: full weights W")
+    ax_acc.set(xlabel="epoch", ylabel="test accuracy (%)")
+    ax_acc.legend(fontsize=8)
+    for ax in (ax_frac, ax_acc):
+        ax.grid(alpha=0.3)
     fig.suptitle(_title(title, note))
     _epoch_axis(fig)
     fig.tight_layout()
@@ -279,4 +305,32 @@ def plot_cam_explorer(item, classes, top: Sequence[tuple[str, float]], method_la
     ax_top.set(xlim=(0, 100), xlabel="probability (%)", title="top predictions")
     ax_top.grid(alpha=0.3, axis="x")
     fig.tight_layout()
+
+
+def plot_pruned_weights(before, after, title: str, note: str | None = None, accuracy: tuple[float, float] | None = None,
+                        axes=None) -> Figure:
+    """A layer's weights before and after pruning, one row per output filter (conv: its inputs and
+    kernel flattened along the row) or the fc matrix; pruned rows / entries show as zero (white).
+
+    ``before`` / ``after``: 2-D arrays (:func:`cifar_utils.sparsity.weight_picture`);
+    ``accuracy``: (before, after) test accuracies for the panel titles."""
+    import numpy as np
+
+    if axes is None:
+        fig, axes = plt.subplots(1, 2, figsize=(11, 4.6), layout="constrained")
+    fig = axes[0].figure
+    limit = float(np.abs(before).max()) or 1.0
+    for ax, data, name, acc in zip(axes, (before, after), ("before", "after"),
+                                   accuracy if accuracy is not None else (None, None)):
+        ax.clear()
+        image = ax.imshow(data, cmap="RdBu_r", vmin=-limit, vmax=limit, aspect="auto", interpolation="nearest")
+        kept = int((np.abs(data).sum(axis=1) > 0).sum())
+        label = f"{name} pruning: {kept}/{data.shape[0]} rows non-zero"
+        if acc is not None:
+            label += f"\ntest accuracy {acc:.2f}%"
+        ax.set(title=label, xlabel="inputs x kernel (flattened)", ylabel="output filter / unit")
+    if not getattr(fig, "_has_colorbar", False):
+        fig.colorbar(image, ax=list(axes), shrink=0.8, label="weight")
+        fig._has_colorbar = True
+    fig.suptitle(_title(title, note))
     return fig

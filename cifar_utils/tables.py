@@ -302,3 +302,36 @@ def lr_grid_table(grid: Mapping[str, Mapping[float, Run]]) -> pd.DataFrame:
                      "test_acc_at_val_best": 100.0 - err["val_selected"] if err["val_selected"] is not None else None})
     return pd.DataFrame(rows, columns=["variant", "val_acc by lr", "chosen_lr", "best_val_acc", "val_epoch",
                                        "test_acc_at_val_best"])
+
+
+# --- chapter 6 -------------------------------------------------------------------------------------
+
+def run_comparison(runs: Mapping[str, Run], last: int = 5) -> pd.DataFrame:
+    """Per run: final and best test accuracy, and the mean and standard deviation of the test accuracy
+    over the ``last`` epochs (the spread says how much one epoch's number wobbles)."""
+    if last < 1:
+        raise ValueError(f"last must be >= 1, got {last!r}")
+    rows = []
+    for label, run in runs.items():
+        accs = _values(run, "test_acc")
+        tail = pd.Series(accs[-last:], dtype=float)
+        rows.append({"run": label, "epochs": len(accs), "final_acc": accs[-1] if accs else None,
+                     "best_acc": max(accs) if accs else None, f"mean_last_{last}": tail.mean() if accs else None,
+                     f"std_last_{last}": tail.std(ddof=0) if accs else None})
+    return pd.DataFrame(rows).set_index("run")
+
+
+def difference_check(table: pd.DataFrame, a: str, b: str, last: int = 5, factor: float = 2.0) -> dict:
+    """Whether runs ``a`` and ``b`` of :func:`run_comparison` differ by more than ``factor`` times their
+    combined epoch-to-epoch spread over the last epochs (a one-seed yardstick, not a statistical test).
+
+    Returns ``difference`` (a minus b, points of mean accuracy over the last epochs), ``spread``,
+    ``significant`` (bool) and a one-line ``verdict``."""
+    mean, std = f"mean_last_{last}", f"std_last_{last}"
+    diff = float(table.loc[a, mean] - table.loc[b, mean])
+    spread = float((table.loc[a, std] ** 2 + table.loc[b, std] ** 2) ** 0.5)
+    significant = abs(diff) > factor * spread
+    verdict = (f"{a} - {b} = {diff:+.2f} points (mean test accuracy of the last {last} epochs) against a "
+               f"spread of {spread:.2f}: " + ("a difference beyond the epoch-to-epoch noise" if significant
+                                               else "no difference beyond the epoch-to-epoch noise"))
+    return {"difference": diff, "spread": spread, "significant": significant, "verdict": verdict}

@@ -204,6 +204,61 @@ class CamExplorer:
         plt.close(self.figure)
         self.image.value = buf.getvalue()
 
+
+class PruningExplorer:
+    """Chapter 6: a layer choice and a pruning percentage (slider) above the layer's weights after
+    pruning by DessiLBI's order and the pruned model's test accuracy; the model is restored after
+    every evaluation.
+
+    ``orders``: layer name -> pruning order (:meth:`cifar_utils.sparsity.SLBIPath.order`);
+    ``loader``: the test loader (:func:`cifar_utils.sparsity.test_loader`). ``explorer.widget`` is
+    the ipywidgets box, ``explorer.figure`` the figure, ``explorer.accuracy`` the last accuracy.
+    """
+
+    def __init__(self, model, orders: Mapping[str, "object"], loader, percent: int = 0,
+                 note: str | None = None) -> None:
+        import ipywidgets as w
+
+        if not orders:
+            raise ValueError("no layers to prune: give at least one layer's pruning order")
+        self.model, self.orders, self.loader, self.note = model, dict(orders), loader, note
+        self.layer = w.Dropdown(options=list(self.orders), value=next(iter(self.orders)), description="layer")
+        self.percent = w.IntSlider(value=percent, min=0, max=100, step=5, description="pruned %",
+                                   continuous_update=False)
+        self.output = w.Output()
+        self.figure, axes = plt.subplots(1, 2, figsize=(11, 4.6), layout="constrained")
+        plt.close(self.figure)
+        self.axes = list(axes)
+        self.accuracy: float | None = None
+        self.baseline: dict[str, float] = {}
+        for control in (self.layer, self.percent):
+            control.observe(lambda _change: self.redraw(), names="value")
+        self.widget = w.VBox([w.HBox([self.layer, self.percent]), self.output])
+        self.redraw()
+
+    def evaluate(self, layer: str, percent: float) -> tuple[float, object]:
+        """Test accuracy with ``layer`` pruned at ``percent`` %, and the pruned weights' picture."""
+        return _pruned_accuracy(self.model, self.orders, self.loader, layer, percent)
+
+    def redraw(self) -> None:
+        """Recompute the accuracy and redraw the pictures for the current layer and percentage."""
+        from .plots import plot_pruned_weights
+        from .sparsity import _param, weight_picture
+
+        layer, percent = self.layer.value, self.percent.value
+        if layer not in self.baseline:
+            self.baseline[layer], _ = self.evaluate(layer, 0)
+        base_acc = self.baseline[layer]
+        before = weight_picture(_param(self.model, layer)[1])
+        self.accuracy, after = self.evaluate(layer, percent)
+        plot_pruned_weights(before, after, f"{layer}: {percent}% pruned by DessiLBI's order", self.note,
+                            accuracy=(base_acc, self.accuracy), axes=self.axes)
+        self.output.clear_output(wait=True)
+        with self.output:
+            from IPython.display import display
+
+            display(self.figure)
+
     def _ipython_display_(self) -> None:
         from IPython.display import display
 
@@ -231,3 +286,40 @@ def cam_explorer_figure(model, data, probs=None, method: str = "gradcam"):
     predicted class), for the static book: no widget is created."""
     first = next(c for c in range(len(data.classes)) if len(data.class_indices(c)))
     return _cam_view(model, data, int(data.class_indices(first)[0]), None, method, probs)[1]
+
+
+def _pruned_accuracy(model, orders: Mapping[str, "object"], loader, layer: str, percent: float) -> tuple[float, object]:
+    """Test accuracy of ``model`` with ``layer`` pruned at ``percent`` % by ``orders[layer]``, and the
+    pruned weights' picture; the layer is restored afterwards."""
+    from torch import nn
+
+    from .engine import evaluate
+    from .sparsity import _param, pruned, weight_picture
+
+    device = next(model.parameters()).device
+    with pruned(model, layer, percent, orders[layer]):
+        _, acc = evaluate(model, loader, nn.CrossEntropyLoss(), device)
+        picture = weight_picture(_param(model, layer)[1])
+    return acc, picture
+
+
+def pruning_explorer_figure(model, orders: Mapping[str, "object"], loader, percent: int = 0,
+                            note: str | None = None):
+    """The pruning explorer's first view (its first layer at ``percent`` %) as a plain figure, for the
+    static book: no widget is created."""
+    from .plots import plot_pruned_weights
+    from .sparsity import _param, weight_picture
+
+    if not orders:
+        raise ValueError("no layers to prune: give at least one layer's pruning order")
+    layer = next(iter(orders))
+    before = weight_picture(_param(model, layer)[1])
+    base_acc, _ = _pruned_accuracy(model, orders, loader, layer, 0)
+    acc, after = _pruned_accuracy(model, orders, loader, layer, percent)
+    return plot_pruned_weights(before, after, f"{layer}: {percent}% pruned by DessiLBI's order", note,
+                               accuracy=(base_acc, acc))
+
+
+def pruning_explorer(model, orders, loader, percent: int = 0, note: str | None = None) -> PruningExplorer:
+    """A :class:`PruningExplorer`; display ``explorer.widget`` in a notebook cell."""
+    return PruningExplorer(model, orders, loader, percent, note)

@@ -7,6 +7,9 @@
 Register more with ``@register_optimizer("name")``: the factory is called as
 ``factory(target, *, lr, **options)`` where ``target`` is the model when the engine calls it, so
 it can use ``target.named_parameters()``. See :mod:`cifar_utils.optim.optimizers`.
+
+Chapter 6's ``"slbi"`` and ``"slbi_adam"`` (DessiLBI's split linearized Bregman iteration) are in
+:mod:`cifar_utils.optim.slbi`.
 """
 
 from .optimizers import (
@@ -17,10 +20,11 @@ from .optimizers import (
     parameters_of,
     register_optimizer,
 )
+from .slbi import SLBI, SLBIAdam, group_soft_threshold, prox, soft_threshold, support_of
 from .schedulers import create_scheduler, list_schedulers, register_scheduler, scheduler_options, scheduler_step
 
 __all__ = [
     "create_optimizer", "get_optimizer_factory", "list_optimizers", "optimizer_options", "parameters_of",
     "register_optimizer", "create_scheduler", "list_schedulers", "register_scheduler", "scheduler_options",
-    "scheduler_step",
+    "scheduler_step", "SLBI", "SLBIAdam", "prox", "soft_threshold", "group_soft_threshold", "support_of",
 ]
