@@ -186,7 +186,8 @@ class Boom(Exception):
 
 
 @pytest.mark.parametrize("optimizer", ["slbi", "slbi_adam"])
-def test_resume_with_slbi_state_equals_uninterrupted(tmp_path, optimizer):
+def test_resume_with_slbi_state_equals_uninterrupted(tmp_path, monkeypatch, optimizer):
+    monkeypatch.setenv("CIFAR_UTILS_KEEP_CHECKPOINTS", "1")  # V and Gamma are compared in the final checkpoints
     cfg = slbi_config(optimizer=optimizer) if optimizer == "slbi" else \
         slbi_config(optimizer=optimizer, lr=0.01, optimizer_options={"kappa": 1.0, "mu": 1.0, "lam": 0.02})
     ref_path = SLBIPath()
