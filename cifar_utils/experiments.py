@@ -170,7 +170,7 @@ BN_LRS: tuple[float, ...] = (2e-3, 1e-3, 5e-4, 1e-4)
 
 def batchnorm_configs(*, lrs: Sequence[float] = BN_LRS, epochs: int = 20, batch_size: int = 128, data: DataChoice,
                       seed: int = 0, weight_decay: float = 0.0, augment: bool = True,
-                      device: str = "auto") -> dict[str, dict[float, RunConfig]]:
+                      device: str = "auto", precision: str = "auto") -> dict[str, dict[float, RunConfig]]:
     """Chapter 5: VGG-A and VGG-A-BN trained with Adam at each learning rate, kept constant
     (``scheduler="none"``: the per-step measurements compare learning rates, and a plateau schedule
     would change them mid-run). ``weight_decay`` defaults to 0 so that the gradient the callbacks
@@ -182,7 +182,7 @@ def batchnorm_configs(*, lrs: Sequence[float] = BN_LRS, epochs: int = 20, batch_
         raise ValueError(f"learning rates must be > 0, got {lrs}")
     return {m: {lr: RunConfig(model=m, optimizer="adam", lr=lr, weight_decay=float(weight_decay), scheduler="none",
                               epochs=epochs, batch_size=batch_size, augment=augment, seed=seed, device=device,
-                              **data.fields())
+                              precision=precision, **data.fields())
                 for lr in lrs} for m in BN_MODELS}
 
 
@@ -214,7 +214,7 @@ DESSILBI_RESNET = ("SLBI-Adam", "Adam")
 
 def dessilbi_lenet_configs(*, epochs: int, batch_size: int, lr: float, kappa: float, mu: float, lam: float,
                            lr_step: int, data: DataChoice, momentum: float = 0.9, seed: int = 0,
-                           device: str = "auto") -> dict[str, RunConfig]:
+                           device: str = "auto", precision: str = "auto") -> dict[str, RunConfig]:
     """Chapter 6, Figure 18: LeNet on MNIST, SLBI against SGD with momentum, both at ``lr`` with no
     weight decay, LR x0.1 every ``lr_step`` epochs, no augmentation (report: 60 epochs, batch 128,
     lr 0.1, kappa 1, mu 20, step 20). SLBI's momentum is the same ``momentum`` field."""
@@ -223,7 +223,7 @@ def dessilbi_lenet_configs(*, epochs: int, batch_size: int, lr: float, kappa: fl
     base = RunConfig(model="lenet", dataset="mnist", optimizer="sgd", lr=lr, momentum=momentum, weight_decay=0.0,
                      batch_size=batch_size, epochs=epochs, scheduler="step",
                      scheduler_options={"step_size": lr_step, "gamma": 0.1}, augment=False, seed=seed,
-                     device=device, **data.fields())
+                     device=device, precision=precision, **data.fields())
     slbi = base.replace(optimizer="slbi", optimizer_options={"kappa": kappa, "mu": mu, "lam": lam})
     return {"SLBI": slbi, "SGD": base}
 
