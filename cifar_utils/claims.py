@@ -534,13 +534,18 @@ def evaluate(claim: Claim, params: Mapping[str, Any], store: RunStore | None = N
     arms = claim.build(params)
     loaded = {arm: [store.get(c) for c in configs] for arm, configs in arms.items()}
     cost = gpu_hours(arms if cost_params is None else claim.build(cost_params))
-    missing = [f"{arm} ({'not in the store' if r is None else r.status})"
-               for arm, rs in loaded.items() for r in rs if not _finished(r)]
+    missing: dict[str, list[str]] = {}  # why -> arms
+    for arm, rs in loaded.items():
+        for r in rs:
+            if not _finished(r):
+                arms_why = missing.setdefault("not in the store" if r is None else r.status, [])
+                if arm not in arms_why:
+                    arms_why.append(arm)
     reasons = []
     if params.get("profile") == "smoke":
         reasons.append("smoke profile")
     if missing:
-        reasons.append("missing runs: " + ", ".join(dict.fromkeys(missing)))
+        reasons.append("missing runs (" + "; ".join(f"{why}: {', '.join(a)}" for why, a in missing.items()) + ")")
         return Result(claim, Outcome(INCONCLUSIVE, "; ".join(reasons)), loaded, cost)
     if spreads is None:
         every = store.list()

@@ -100,7 +100,7 @@ def test_a_missing_or_unfinished_run_is_inconclusive_missing_runs():
     del store.runs[first50.name]
     r = cl.evaluate(claim("depth"), PARAMS, store)
     assert r.verdict == cl.INCONCLUSIVE and "missing runs" in r.outcome.reason
-    assert "resnet50 (not in the store)" in r.outcome.reason and "1 missing" in r.runs_text()
+    assert "(not in the store: resnet50)" in r.outcome.reason and "1 missing" in r.runs_text()
     store = depth_store({"resnet18": [5.0, 5.1, 4.9], "resnet50": [6.0, 6.1, 5.9]}, status="diverged")
     assert "diverged" in cl.evaluate(claim("depth"), PARAMS, store).outcome.reason
 
@@ -110,7 +110,7 @@ def test_a_damaged_run_without_config_counts_as_missing():
     c = claim("depth").build(PARAMS)["resnet18"][1]
     store.runs[c.name] = Run(config=None, path=Path("/x") / c.name, status="damaged")
     r = cl.evaluate(claim("depth"), PARAMS, store)
-    assert r.verdict == cl.INCONCLUSIVE and "resnet18 (damaged)" in r.outcome.reason
+    assert r.verdict == cl.INCONCLUSIVE and "(damaged: resnet18)" in r.outcome.reason
 
 
 def test_smoke_profile_is_always_inconclusive_but_shows_the_numbers():
