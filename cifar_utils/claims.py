@@ -310,7 +310,7 @@ def ordered(order: Sequence[str], metric: str = "test_error") -> Rule:
 
 
 def bn_rule(runs, spread) -> Outcome:
-    """Chapter 5: :func:`cifar_utils.bn_metrics.ratio_table`'s median no-BN / BN ratios of the loss
+    """Chapter 5: ``cifar_utils.bn_metrics.ratio_table``'s median no-BN / BN ratios of the loss
     variation and of the gradient predictiveness. With one seed the learning rates are the replicates:
     supported when every ratio exceeds 1, contradicted when every one is below 1, else inconclusive. The
     effect is the smallest ratio and the "interval" the range over learning rates and both quantities."""
@@ -558,12 +558,23 @@ def evaluate(claim: Claim, params: Mapping[str, Any], store: RunStore | None = N
 
 
 def evaluate_chapter(chapter: str, namespace: Mapping[str, Any], store: RunStore | None = None) -> list[Result]:
-    """A chapter's claims judged with its own parameters (its notebook's ``globals()``)."""
+    """A chapter's claims judged with its own parameters (its notebook's ``globals()``); the GPU-hour
+    estimates use the full profile's parameters."""
     params = chapter_params(namespace)
     store = store if store is not None else RunStore()
     every = store.list()
     spreads = {m: seed_spread(every, m) for m in METRICS}
-    return [evaluate(c, params, store, spreads) for c in claims(chapter)]
+    return [evaluate(c, params, store, spreads, cost_params=_full_params(c.chapter)) for c in claims(chapter)]
+
+
+def _full_params(chapter: str) -> dict[str, Any] | None:
+    """The chapter's parameters under the full profile (what the cost estimates use), None if unknown."""
+    from .book.params import ProfileError, chapter_parameters
+
+    try:
+        return chapter_parameters(book_root(), chapter, "full")
+    except (ProfileError, OSError, ValueError):
+        return None
 
 
 def book_root(start: Path | str | None = None) -> Path:
@@ -592,7 +603,7 @@ def ledger(profile: str = "full", root: Path | str | None = None, store: RunStor
             out.append(evaluate(c, {}, store))
             continue
         params = chapter_parameters(root, c.chapter, profile)
-        full = chapter_parameters(root, c.chapter, "full") if profile != "full" else None
+        full = _full_params(c.chapter) if profile != "full" else None
         out.append(evaluate(c, params, store, spreads, cost_params=full))
     return out
 
