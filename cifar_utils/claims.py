@@ -124,8 +124,9 @@ class Claim:
 
     @property
     def link(self) -> str:
-        """Where the chapter is, relative to the book's pages."""
-        return f"{self.chapter}.ipynb"
+        """The chapter's page in the HTML book, relative to the other pages (a generated Markdown
+        output is rendered as CommonMark, so a link to the notebook would not be resolved)."""
+        return f"{self.chapter}.html"
 
 
 @dataclass
@@ -431,6 +432,7 @@ CH1, CH2, CH3, CH4, CH5, CH6 = ("01_architectures", "02_ablations", "03_training
                                 "05_batchnorm", "06_dessilbi")
 _ERR = "best-epoch test error, points"
 
+#: Every claim of the report, declared once, in the book's order (chapter 6's read "not run yet").
 CLAIMS: tuple[Claim, ...] = (
     Claim("wrn_best", CH1, "Verdicts",
           "WRN-28-10 has the lowest error of the seven architectures.",

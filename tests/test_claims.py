@@ -215,7 +215,7 @@ def test_smoke_ledger_on_an_empty_store_reads_inconclusive_or_not_run(tmp_path):
             assert r.verdict == cl.INCONCLUSIVE and "smoke profile" in r.outcome.reason
             assert r.gpu_hours is not None and r.gpu_hours > 0  # the full profile's cost
     md = cl.markdown(results)
-    assert md.count("\n") == len(results) + 1 and "[02_ablations](02_ablations.ipynb)" in md
+    assert md.count("\n") == len(results) + 1 and "[02_ablations](02_ablations.html)" in md
     assert "Not run yet" in cl.sentences(results)
     assert set(cl.table(results)["verdict"]) == {cl.INCONCLUSIVE, cl.NOT_RUN}
 
