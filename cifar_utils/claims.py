@@ -524,17 +524,36 @@ def chapter_params(namespace: Mapping[str, Any]) -> dict[str, Any]:
     return {k: namespace[k] for k in PARAMETER_NAMES if k in namespace}
 
 
+def _seed_free(config: RunConfig) -> str:
+    return config.replace(seed=0).name
+
+
 def evaluate(claim: Claim, params: Mapping[str, Any], store: RunStore | None = None,
-             spreads: Mapping[str, SeedSpread | None] | None = None, cost_params: Mapping[str, Any] | None = None
-             ) -> Result:
+             spreads: Mapping[str, SeedSpread | None] | None = None, cost_params: Mapping[str, Any] | None = None,
+             stored: Sequence[Run] | None = None) -> Result:
     """Judge ``claim`` on the runs its chapter's ``params`` name, loaded from ``store`` (default: the
-    store of ``$CIFAR_UTILS_RUNS``); never trains. ``spreads``: metric -> seed spread (default: measured
-    in ``store``). ``cost_params``: the parameters the GPU-hour estimate uses (default ``params``)."""
+    store of ``$CIFAR_UTILS_RUNS``); never trains. Finished runs in the store that differ from those
+    only in the seed (trained by a chapter run with more ``seeds``, or by :func:`settle`) join their
+    arm, so every seed trained counts. ``spreads``: metric -> seed spread (default: measured in the
+    store). ``cost_params``: the parameters the GPU-hour estimate uses (default ``params``).
+    ``stored``: the store's runs, when the caller has listed them already."""
     if claim.build is None:
         return Result(claim, Outcome(NOT_RUN, claim.missing or chapter6_missing()))
     store = store if store is not None else RunStore()
+    if stored is None:
+        stored = store.list()
     arms = claim.build(params)
-    loaded = {arm: [store.get(c) for c in configs] for arm, configs in arms.items()}
+    by_seed_free: dict[str, list[Run]] = {}
+    for r in stored:
+        if _finished(r):
+            by_seed_free.setdefault(_seed_free(r.config), []).append(r)
+    loaded: dict[str, list[Run | None]] = {}
+    for arm, configs in arms.items():
+        runs: list[Run | None] = [store.get(c) for c in configs]
+        seeds = {c.seed for c in configs}
+        extra = {r.config.seed: r for c in configs for r in by_seed_free.get(_seed_free(c), [])
+                 if r.config.seed not in seeds}
+        loaded[arm] = runs + [extra[s] for s in sorted(extra)]
     cost = gpu_hours(arms if cost_params is None else claim.build(cost_params))
     missing: dict[str, list[str]] = {}  # why -> arms
     for arm, rs in loaded.items():
@@ -550,8 +569,7 @@ def evaluate(claim: Claim, params: Mapping[str, Any], store: RunStore | None = N
         reasons.append("missing runs (" + "; ".join(f"{why}: {', '.join(a)}" for why, a in missing.items()) + ")")
         return Result(claim, Outcome(INCONCLUSIVE, "; ".join(reasons)), loaded, cost)
     if spreads is None:
-        every = store.list()
-        spreads = {m: seed_spread(every, m) for m in METRICS}
+        spreads = {m: seed_spread(stored, m) for m in METRICS}
     outcome = claim.rule(loaded, lambda metric: spreads.get(metric))
     if reasons:  # smoke: the numbers are shown, the verdict is not theirs to give
         outcome = Outcome(INCONCLUSIVE, "; ".join(reasons + [f"the rule alone: {outcome.verdict}"]), outcome.effect,
@@ -566,7 +584,8 @@ def evaluate_chapter(chapter: str, namespace: Mapping[str, Any], store: RunStore
     store = store if store is not None else RunStore()
     every = store.list()
     spreads = {m: seed_spread(every, m) for m in METRICS}
-    return [evaluate(c, params, store, spreads, cost_params=_full_params(c.chapter)) for c in claims(chapter)]
+    return [evaluate(c, params, store, spreads, cost_params=_full_params(c.chapter), stored=every)
+            for c in claims(chapter)]
 
 
 def _full_params(chapter: str) -> dict[str, Any] | None:
@@ -606,7 +625,7 @@ def ledger(profile: str = "full", root: Path | str | None = None, store: RunStor
             continue
         params = chapter_parameters(root, c.chapter, profile)
         full = _full_params(c.chapter) if profile != "full" else None
-        out.append(evaluate(c, params, store, spreads, cost_params=full))
+        out.append(evaluate(c, params, store, spreads, cost_params=full, stored=every))
     return out
 
 
@@ -766,3 +785,90 @@ def check_findings(sweep: str, table: pd.DataFrame, accuracy: str = "best_test_a
     frame = pd.DataFrame(checks, columns=["report says", "reproduced order", "holds here"])
     frame["holds here"] = frame["holds here"].map({True: "yes", False: "no", None: "not run"})
     return frame
+
+
+# --- settling chosen claims with more seeds ----------------------------------------------------------
+
+def claim_by_id(claim_id: str) -> Claim:
+    """The declared claim ``claim_id``; an unknown id names the known ones."""
+    for c in CLAIMS:
+        if c.id == claim_id:
+            return c
+    raise ValueError(f"unknown claim {claim_id!r}; claims: {', '.join(c.id for c in CLAIMS)}")
+
+
+def settle_configs(ids: Sequence[str], profile: str = "full", seeds: Sequence[int] = (0, 1, 2),
+                   root: Path | str | None = None) -> list[RunConfig]:
+    """The runs that settle the chosen claims: every arm of each, once per seed of ``seeds``, with its
+    chapter's parameters under ``profile`` (so seed 0 is the chapter's own run). Runs shared by several
+    claims are listed once. Chapter 5's claim is judged across learning rates, not seeds, and chapter 6's
+    are not built yet: both are refused with the reason."""
+    from .book.params import chapter_parameters
+
+    if not seeds:
+        raise ValueError("seeds is empty: give the seeds to run, e.g. 0,1,2")
+    root = book_root(root)
+    out: dict[str, RunConfig] = {}
+    for cid in ids:
+        claim = claim_by_id(cid)
+        if claim.build is None:
+            raise ValueError(f"claim {cid!r} is not run yet: {claim.missing or chapter6_missing()}")
+        if claim.build is batchnorm_arms:
+            raise ValueError(f"claim {cid!r} uses the learning rates as replicates (one seed, recorded with "
+                             "chapter 5's callbacks); run chapter 5 instead")
+        params = {**chapter_parameters(root, claim.chapter, profile), "seeds": [int(s) for s in seeds]}
+        for configs in claim.build(params).values():
+            out.update({c.name: c for c in configs})
+    return list(out.values())
+
+
+def settle(ids: Sequence[str], profile: str = "full", seeds: Sequence[int] = (0, 1, 2), jobs: int = 1,
+           runs_dir: Path | str | None = None, root: Path | str | None = None) -> list[Run]:
+    """Train (or load) :func:`settle_configs` through :func:`cifar_utils.engine.run_many`, in the store the
+    book runner gives the profile's chapters (``runs/<profile>`` under the book's root, or
+    ``$CIFAR_UTILS_RUNS``); the ledger then finds the extra seeds beside the chapters' runs."""
+    import os
+
+    from .engine import run_many
+
+    configs = settle_configs(ids, profile, seeds, root)
+    if runs_dir is None:
+        runs_dir = os.environ.get("CIFAR_UTILS_RUNS") or book_root(root) / "runs" / profile
+    return run_many(configs, jobs=jobs, runs_dir=runs_dir)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m cifar_utils.claims [--profile full] [--settle ID,ID --seeds 0,1,2 --jobs N] [--dry-run]``:
+    print the ledger, or train the runs that settle the chosen claims (``--dry-run``: list them and the
+    estimated GPU hours only)."""
+    import argparse
+    import os
+
+    ap = argparse.ArgumentParser(prog="python -m cifar_utils.claims", description=main.__doc__)
+    ap.add_argument("--profile", default="full")
+    ap.add_argument("--settle", default="", help=f"comma-separated claim ids: {', '.join(c.id for c in CLAIMS)}")
+    ap.add_argument("--seeds", default="0,1,2")
+    ap.add_argument("--jobs", type=int, default=1)
+    ap.add_argument("--dry-run", action="store_true")
+    args = ap.parse_args(argv)
+    root = book_root()
+    runs_dir = os.environ.get("CIFAR_UTILS_RUNS") or str(root / "runs" / args.profile)
+    if not args.settle:
+        with pd.option_context("display.max_colwidth", 60, "display.width", 200):
+            print(table(ledger(args.profile, root, RunStore(runs_dir)))[["claim", "verdict", "reason", "effect",
+                                                                           "interval"]].to_string(index=False))
+        return 0
+    ids = [i.strip() for i in args.settle.split(",") if i.strip()]
+    seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+    configs = settle_configs(ids, args.profile, seeds, root)
+    arms = {c.name: [c] for c in configs}
+    print(f"{len(configs)} runs ({', '.join(sorted({c.model for c in configs}))}), seeds {seeds}, store {runs_dir}; "
+          f"estimated {gpu_hours(arms, seeds=1) or float('nan'):.1f} GPU hours if none is stored yet (stored runs are "
+          "loaded, not retrained)")
+    if not args.dry_run:
+        settle(ids, args.profile, seeds, args.jobs, runs_dir, root)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -233,3 +233,57 @@ def test_check_findings_alias_is_the_ledgers():
 
     t = pd.DataFrame({"variant": ["SGD", "Adagrad"], "best_test_acc": [90.0, 50.0]})
     assert tables.check_findings("optimizer", t).equals(cl.check_findings("optimizer", t))
+
+
+def test_extra_seeds_in_the_store_join_their_arm():
+    """A chapter run with seeds [0] still sees seeds 1 and 2 trained later (settle, or more seeds)."""
+    store = depth_store({"resnet18": [5.0, 5.1, 4.9], "resnet50": [6.0, 6.1, 5.9]})
+    r = cl.evaluate(claim("depth"), {**PARAMS, "seeds": [0]}, store)
+    assert r.verdict == cl.SUPPORTED and "seeds 0,1,2" in r.runs_text() and "from the seeds (3 and 3" in r.outcome.noise
+
+
+def test_settle_configs_add_seeds_to_the_chapters_runs():
+    configs = cl.settle_configs(["depth", "cutout_helps"], "smoke", seeds=[0, 1, 2], root=ROOT)
+    assert sorted((c.model, c.seed) for c in configs if c.cutout == 0) == [
+        (m, s) for m in ("resnet18", "resnet50", "wrn28_10") for s in (0, 1, 2)]
+    assert len(configs) == 12 and all(c.epochs in (1, 2) for c in configs)
+    from cifar_utils.book.params import chapter_parameters
+
+    seed0 = [c for c in configs if c.model == "resnet50" and c.seed == 0][0]  # the chapter's own run
+    assert seed0 == claim("depth").build(chapter_parameters(ROOT, "02_ablations", "smoke"))["resnet50"][0]
+    with pytest.raises(ValueError, match="learning rates as replicates"):
+        cl.settle_configs(["bn_smoother"], "smoke", root=ROOT)
+    with pytest.raises(ValueError, match="not run yet"):
+        cl.settle_configs(["slbi_adam_equal"], "smoke", root=ROOT)
+    with pytest.raises(ValueError, match="unknown claim 'nope'; claims: wrn_best"):
+        cl.settle_configs(["nope"], root=ROOT)
+
+
+def test_bn_claim_end_to_end_on_recorded_step_metrics():
+    """Chapter 5's claim from per-step values as StepMetrics stores them (no monkeypatching)."""
+    import numpy as np
+
+    from cifar_utils import bn_metrics
+
+    p = {**PARAMS, "lrs": [0.001, 0.002], "seed": 0}
+    arms = claim("bn_smoother").build(p)
+    assert sorted(arms) == ["vgg_a @ 0.001", "vgg_a @ 0.002", "vgg_a_bn @ 0.001", "vgg_a_bn @ 0.002"]
+    steps = np.arange(1, 11)
+
+    def recorded(config, wiggle: float, grad_change: float) -> Run:
+        values = np.zeros((len(steps), len(bn_metrics.STEP_FIELDS)))
+        values[:, bn_metrics.STEP_FIELDS.index("loss")] = 2.0 + wiggle * (-1.0) ** steps
+        values[:, bn_metrics.STEP_FIELDS.index("grad_change_last")] = grad_change
+        values[:, bn_metrics.STEP_FIELDS.index("beta")] = 1.0
+        run = fake_run(config, 50.0)
+        run._callback_states = {bn_metrics.STEP_KEY: {"fields": bn_metrics.STEP_FIELDS, "step": steps, "values": values}}
+        return run
+
+    def store(bn_wiggle: float) -> FakeStore:
+        return FakeStore(recorded(c, 0.5, 2.0) if arm.startswith("vgg_a @") else recorded(c, bn_wiggle, 1.0)
+                         for arm, cfgs in arms.items() for c in cfgs)
+    r = cl.evaluate(claim("bn_smoother"), p, store(0.1))
+    # loss variation: |change| 1.0 vs 0.2 -> 5; gradient change 2 vs 1 -> 2: the smallest ratio is 2
+    assert r.verdict == cl.SUPPORTED and r.outcome.effect == pytest.approx(2.0) and r.outcome.high == pytest.approx(5.0)
+    r = cl.evaluate(claim("bn_smoother"), p, store(1.0))  # BN wiggles more: loss ratio 0.5, gradient 2
+    assert r.verdict == cl.INCONCLUSIVE and r.outcome.reason.startswith("mixed: 2 of 4")
