@@ -287,3 +287,16 @@ def test_bn_claim_end_to_end_on_recorded_step_metrics():
     assert r.verdict == cl.SUPPORTED and r.outcome.effect == pytest.approx(2.0) and r.outcome.high == pytest.approx(5.0)
     r = cl.evaluate(claim("bn_smoother"), p, store(1.0))  # BN wiggles more: loss ratio 0.5, gradient 2
     assert r.verdict == cl.INCONCLUSIVE and r.outcome.reason.startswith("mixed: 2 of 4")
+
+
+@pytest.mark.parametrize("chapter", ["01_architectures", "02_ablations", "03_training_choices",
+                                     "04_gradcam_best_model", "05_batchnorm"])
+def test_each_chapters_verdict_cell_builds_from_its_parameters(chapter, tmp_path):
+    """What the chapter's last cell does, with the names its parameters cell defines (empty store)."""
+    from cifar_utils.book.params import chapter_parameters
+
+    namespace = {**chapter_parameters(ROOT, chapter, "smoke"), "data": object(), "tables": []}  # shadowed names
+    results = cl.evaluate_chapter(chapter, namespace, store=RunStore(tmp_path))
+    assert [r.claim.id for r in results] == [c.id for c in cl.claims(chapter)] and results
+    assert all(r.verdict == cl.INCONCLUSIVE and "missing runs" in r.outcome.reason for r in results)
+    assert "| claim |" in cl.markdown(results, links=False)
