@@ -698,7 +698,8 @@ def markdown(results: Sequence[Result], links: bool = True) -> str:
                _cell(r.runs_text()), _num(r.gpu_hours, 1, signed=False)]
         if links:
             section = f", {r.claim.section}" if r.claim.section != "-" else ""
-            row.insert(1, f"[{r.claim.chapter}]({r.claim.link}){section}")
+            chapter = f"[{r.claim.chapter}]({r.claim.link})" if r.claim.build is not None else r.claim.chapter
+            row.insert(1, chapter + section)
         lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines)
 
@@ -720,11 +721,36 @@ def sentences(results: Sequence[Result]) -> str:
     return "\n".join(out)
 
 
-def show(results: Sequence[Result], links: bool = False) -> None:
-    """Display a chapter's (or the book's) claims: the table, then one sentence each."""
-    from IPython.display import Markdown, display
+def html_table(results: Sequence[Result], links: bool = True) -> str:
+    """The ledger as an HTML table (the chapter linked when ``links``): the book renders a generated
+    Markdown output as CommonMark, which has no tables, so pages show this one."""
+    from html import escape
 
-    display(Markdown(markdown(results, links=links)))
+    head = ["claim", "report says", "verdict", "effect", "95 % interval", "runs", "GPU h (est.)"]
+    if links:
+        head.insert(1, "chapter")
+    rows = []
+    for r in results:
+        o = r.outcome
+        cells = [f"<code>{escape(r.claim.id)}</code>", escape(r.claim.sentence),
+                 f"<b>{escape(o.verdict)}</b> ({escape(o.reason)})", _num(o.effect),
+                 f"[{_num(o.low)}, {_num(o.high)}]" if o.low is not None else "-",
+                 "<br>".join(escape(part) for part in r.runs_text().split(" | ")), _num(r.gpu_hours, 1, signed=False)]
+        if links:
+            section = f", {escape(r.claim.section)}" if r.claim.section != "-" else ""
+            chapter = (f'<a href="{escape(r.claim.link)}">{escape(r.claim.chapter)}</a>' if r.claim.build is not None
+                       else escape(r.claim.chapter))  # a chapter not in the book yet has no page to link
+            cells.insert(1, chapter + section)
+        rows.append("<tr>" + "".join(f"<td style=\"text-align:left\">{c}</td>" for c in cells) + "</tr>")
+    header = "<tr>" + "".join(f"<th style=\"text-align:left\">{h}</th>" for h in head) + "</tr>"
+    return f"<table class=\"claims-ledger\"><thead>{header}</thead><tbody>{''.join(rows)}</tbody></table>"
+
+
+def show(results: Sequence[Result], links: bool = False) -> None:
+    """Display a chapter's (or the book's) claims: the table (HTML), then one generated sentence each."""
+    from IPython.display import HTML, Markdown, display
+
+    display(HTML(html_table(results, links=links)))
     display(Markdown(sentences(results)))
 
 

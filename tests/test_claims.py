@@ -217,6 +217,9 @@ def test_smoke_ledger_on_an_empty_store_reads_inconclusive_or_not_run(tmp_path):
     md = cl.markdown(results)
     assert md.count("\n") == len(results) + 1 and "[02_ablations](02_ablations.html)" in md
     assert "Not run yet" in cl.sentences(results)
+    page = cl.html_table(results)
+    assert page.count("<tr>") == len(results) + 1 and '<a href="02_ablations.html">02_ablations</a>' in page
+    assert "CE &gt; BCE &gt; MSE &gt; Huber" in page and "06_dessilbi.html" not in page
     assert set(cl.table(results)["verdict"]) == {cl.INCONCLUSIVE, cl.NOT_RUN}
 
 
