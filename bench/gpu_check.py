@@ -357,14 +357,13 @@ CHAPTER_RUNS: dict[str, Callable[[dict], list]] = {
 
 def chapter_plan(profile_path: Path) -> list[dict]:
     """Each chapter of the profile: its parameters, and its runs (None when not known here)."""
-    from cifar_utils.book import load_profile, notebook_parameters
+    from cifar_utils.book import load_profile
+    from cifar_utils.book.params import chapter_parameters
 
     profile = load_profile(profile_path)
     plan = []
-    for chapter, values in (profile.get("chapters") or {}).items():
-        notebook = ROOT / "book" / f"{chapter}.ipynb"
-        params = {n: p.default for n, p in notebook_parameters(notebook).items()} if notebook.is_file() else {}
-        params.update(values or {})
+    for chapter in (profile.get("chapters") or {}):
+        params = chapter_parameters(ROOT, chapter, profile_path)
         builder = CHAPTER_RUNS.get(chapter)
         plan.append({"chapter": chapter, "jobs": int(params.get("jobs", 1)),
                      "runs": builder(params) if builder else None})

@@ -192,3 +192,20 @@ def _runner_section_problems(section: Any) -> list[str]:
         elif key == "start_timeout" and not (type(value) is int and value > 0):
             out.append(f"runner: start_timeout must be seconds (an integer > 0), got {value!r}")
     return out
+
+
+def chapter_parameters(root: Path | str, chapter: str, profile: str | Path) -> dict[str, Any]:
+    """A chapter's parameters as the runner gives them to its kernel: the defaults of the notebook's
+    ``parameters`` cell (``<root>/book/<chapter>.ipynb``; none if it does not exist), updated with the
+    profile's section for the chapter, and ``profile`` set to the profile's name. ``profile`` is a
+    name (``params/<name>.yaml`` under ``root``) or a path. The one place that rebuilds a chapter's
+    parameters outside its kernel (the claims ledger and ``bench/gpu_check.py`` use it)."""
+    root = Path(root)
+    path = Path(profile) if str(profile).endswith((".yaml", ".yml")) else root / "params" / f"{profile}.yaml"
+    data = load_profile(path)
+    notebook = root / "book" / f"{chapter}.ipynb"
+    params = {n: p.default for n, p in notebook_parameters(notebook).items()} if notebook.is_file() else {}
+    params.update(((data.get("chapters") or {}).get(chapter)) or {})
+    if "profile" in params or notebook.is_file():
+        params["profile"] = path.stem
+    return params

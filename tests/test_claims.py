@@ -1,0 +1,305 @@
+"""The claims ledger (cifar_utils.claims): each verdict rule on synthetic runs, the declared claims, smoke."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from cifar_utils import claims as cl
+from cifar_utils.engine import Run, RunStore
+
+ROOT = Path(__file__).resolve().parent.parent
+PARAMS = {"profile": "full", "epochs": 2, "batch_size": 8, "seeds": [0, 1, 2], "source": "sample",
+          "train_size": 16, "test_size": 16}
+
+
+def fake_run(config, test_error: float, train_error: float = 10.0, status: str = "finished") -> Run:
+    history = [{"epoch": 1, "test_acc": 100.0 - test_error - 5, "train_acc": 100.0 - train_error - 5},
+               {"epoch": 2, "test_acc": 100.0 - test_error, "train_acc": 100.0 - train_error}]
+    return Run(config=config, path=Path("/nonexistent") / config.name, history=history, status=status,
+               device="cpu", info={"precision": "fp32"})
+
+
+class FakeStore:
+    """What the ledger uses of a RunStore: get(config) and list()."""
+
+    def __init__(self, runs=()):
+        self.runs = {r.config.name: r for r in runs}
+
+    def get(self, config):
+        return self.runs.get(config.name)
+
+    def list(self, status=None):
+        return list(self.runs.values())
+
+
+def claim(claim_id: str) -> cl.Claim:
+    return next(c for c in cl.CLAIMS if c.id == claim_id)
+
+
+def depth_store(errors: dict[str, list[float]], params=PARAMS, **kw) -> FakeStore:
+    arms = claim("depth").build(params)
+    return FakeStore(fake_run(c, e, **kw) for arm, cfgs in arms.items() for c, e in zip(cfgs, errors[arm]))
+
+
+def test_clear_win_is_supported_with_an_interval_from_the_seeds():
+    store = depth_store({"resnet18": [5.0, 5.1, 4.9], "resnet50": [6.0, 6.1, 5.9]})
+    r = cl.evaluate(claim("depth"), PARAMS, store)
+    assert r.verdict == cl.SUPPORTED
+    assert r.outcome.effect == pytest.approx(1.0)
+    # Welch: se = sqrt(0.01/3 + 0.01/3); df = 4 -> t 2.776
+    half = 2.776 * math.sqrt(0.01 / 3 * 2)
+    assert (r.outcome.low, r.outcome.high) == (pytest.approx(1.0 - half), pytest.approx(1.0 + half))
+    assert "seeds" in r.outcome.noise
+    assert "seeds 0,1,2" in r.runs_text() and "cpu, fp32" in r.runs_text()
+
+
+def test_clear_loss_is_contradicted():
+    store = depth_store({"resnet18": [6.0, 6.1, 5.9], "resnet50": [5.0, 5.1, 4.9]})
+    r = cl.evaluate(claim("depth"), PARAMS, store)
+    assert r.verdict == cl.CONTRADICTED
+    assert r.outcome.effect == pytest.approx(-1.0) and r.outcome.high < 0
+
+
+def test_a_gap_inside_the_noise_is_inconclusive():
+    store = depth_store({"resnet18": [5.0, 5.6, 4.4], "resnet50": [5.2, 5.8, 4.6]})
+    r = cl.evaluate(claim("depth"), PARAMS, store)
+    assert r.verdict == cl.INCONCLUSIVE and r.outcome.reason == "effect within noise"
+    assert r.outcome.low < 0 < r.outcome.high
+
+
+def test_one_seed_without_a_measured_spread_is_inconclusive_noise_unknown():
+    params = {**PARAMS, "seeds": [0]}
+    store = depth_store({"resnet18": [5.0], "resnet50": [9.0]}, params)
+    r = cl.evaluate(claim("depth"), params, store)
+    assert r.verdict == cl.INCONCLUSIVE and r.outcome.reason.startswith("noise unknown")
+    assert r.outcome.effect == pytest.approx(4.0) and r.outcome.low is None
+
+
+def test_one_seed_uses_the_seed_spread_measured_in_the_store():
+    params = {**PARAMS, "seeds": [0]}
+    store = depth_store({"resnet18": [5.0], "resnet50": [9.0]}, params)
+    # three seeds of another model in the same store: spread sd 0.5 (df 2)
+    other = cl.protocol_arms("wrn28_10")({**PARAMS})["wrn28_10"]
+    for c, e in zip(other, [4.5, 5.0, 5.5]):
+        store.runs[c.name] = fake_run(c, e)
+    spread = cl.seed_spread(store.list())
+    assert spread.sd == pytest.approx(0.5) and spread.df == 2 and "wrn28_10 x3" in spread.source
+    r = cl.evaluate(claim("depth"), params, store)
+    half = 4.303 * 0.5 * math.sqrt(2)
+    assert r.verdict == cl.SUPPORTED and r.outcome.high == pytest.approx(4.0 + half)
+    assert r.outcome.noise == spread.source
+
+
+def test_a_missing_or_unfinished_run_is_inconclusive_missing_runs():
+    store = depth_store({"resnet18": [5.0, 5.1, 4.9], "resnet50": [6.0, 6.1, 5.9]})
+    first50 = claim("depth").build(PARAMS)["resnet50"][0]
+    del store.runs[first50.name]
+    r = cl.evaluate(claim("depth"), PARAMS, store)
+    assert r.verdict == cl.INCONCLUSIVE and "missing runs" in r.outcome.reason
+    assert "(not in the store: resnet50)" in r.outcome.reason and "1 missing" in r.runs_text()
+    store = depth_store({"resnet18": [5.0, 5.1, 4.9], "resnet50": [6.0, 6.1, 5.9]}, status="diverged")
+    assert "diverged" in cl.evaluate(claim("depth"), PARAMS, store).outcome.reason
+
+
+def test_a_damaged_run_without_config_counts_as_missing():
+    store = depth_store({"resnet18": [5.0, 5.1, 4.9], "resnet50": [6.0, 6.1, 5.9]})
+    c = claim("depth").build(PARAMS)["resnet18"][1]
+    store.runs[c.name] = Run(config=None, path=Path("/x") / c.name, status="damaged")
+    r = cl.evaluate(claim("depth"), PARAMS, store)
+    assert r.verdict == cl.INCONCLUSIVE and "(damaged: resnet18)" in r.outcome.reason
+
+
+def test_smoke_profile_is_always_inconclusive_but_shows_the_numbers():
+    params = {**PARAMS, "profile": "smoke"}
+    store = depth_store({"resnet18": [5.0, 5.1, 4.9], "resnet50": [6.0, 6.1, 5.9]})
+    r = cl.evaluate(claim("depth"), params, store)
+    assert r.verdict == cl.INCONCLUSIVE
+    assert r.outcome.reason.startswith("smoke profile") and "rule alone: supported" in r.outcome.reason
+    assert r.outcome.effect == pytest.approx(1.0)
+
+
+def test_lags_ordered_and_not_worse_rules():
+    runs = {"A": [fake_run(c, e) for c, e in zip(cl.protocol_arms("resnet18")(PARAMS)["resnet18"], [5, 5.1, 4.9])],
+            "B": [fake_run(c, e) for c, e in zip(cl.protocol_arms("resnet50")(PARAMS)["resnet50"], [6, 6.1, 5.9])],
+            "C": [fake_run(c, e) for c, e in zip(cl.protocol_arms("dla")(PARAMS)["dla"], [9, 9.1, 8.9])]}
+    none = lambda metric: None  # noqa: E731
+    assert cl.lags("C")(runs, none).verdict == cl.SUPPORTED
+    assert cl.lags("C")(runs, none).effect == pytest.approx(3.0)
+    assert cl.lags("A")(runs, none).verdict == cl.CONTRADICTED
+    assert cl.ordered(["A", "B", "C"])(runs, none).verdict == cl.SUPPORTED
+    assert cl.ordered(["A", "C", "B"])(runs, none).verdict == cl.CONTRADICTED
+    assert cl.beats(["B", "C"], "A")(runs, none).effect == pytest.approx(1.0)  # against the closer rival
+    assert cl.not_worse("B", "A")(runs, none).verdict == cl.CONTRADICTED  # 1 point worse > margin
+    assert cl.not_worse("A", "B")(runs, none).verdict == cl.SUPPORTED
+
+
+def test_equivalence_rule():
+    assert cl.judge_equivalent(0.05, 0.1, "n").verdict == cl.SUPPORTED
+    assert cl.judge_equivalent(1.0, 0.1, "n").verdict == cl.CONTRADICTED
+    assert cl.judge_equivalent(0.2, 0.3, "n").verdict == cl.INCONCLUSIVE
+    assert cl.judge_equivalent(0.0, None, "n").verdict == cl.INCONCLUSIVE
+
+
+def test_training_error_claim_reads_the_training_error():
+    p = {**PARAMS, "seeds": [0, 1]}
+    arms = claim("representation_not_regularisation").build(p)
+    runs = [fake_run(c, 5.0, train_error=(1.0 if arm == "resnext50_32x4d" else 3.0) + 0.1 * c.seed)
+            for arm, cfgs in arms.items() for c in cfgs]
+    r = cl.evaluate(claim("representation_not_regularisation"), p, FakeStore(runs))
+    assert r.verdict == cl.SUPPORTED and r.outcome.effect == pytest.approx(2.0)
+
+
+def test_bn_rule_uses_the_ratio_table(monkeypatch):
+    from cifar_utils import bn_metrics
+
+    def table(values):
+        return pd.DataFrame({"lr 0.001": [values[0], values[1], 0.1], "lr 0.002": [values[2], values[3], 0.1]},
+                            index=["loss variation (|loss change| per step)", "gradient predictiveness (last layer)",
+                                   "beta-smoothness"])
+    runs = {"vgg_a @ 0.001": [None], "vgg_a_bn @ 0.001": [None]}
+    monkeypatch.setattr(bn_metrics, "ratio_table", lambda r: table([1.5, 2.0, 1.2, 3.0]))
+    o = cl.bn_rule(runs, None)
+    assert o.verdict == cl.SUPPORTED and o.effect == pytest.approx(1.2) and o.high == pytest.approx(3.0)
+    monkeypatch.setattr(bn_metrics, "ratio_table", lambda r: table([0.5, 0.9, 0.2, 0.3]))
+    assert cl.bn_rule(runs, None).verdict == cl.CONTRADICTED
+    monkeypatch.setattr(bn_metrics, "ratio_table", lambda r: table([0.5, 1.9, 1.2, 0.3]))
+    assert cl.bn_rule(runs, None).verdict == cl.INCONCLUSIVE
+
+
+def test_the_ledger_lists_every_claim_of_the_issue():
+    ids = {c.id: c for c in cl.CLAIMS}
+    issue = {"depth": "ResNet-18 beats ResNet-50", "width": "Wider is better",
+             "cardinality_over_width": "equal complexity", "representation_not_regularisation": "training error",
+             "sigmoid_lags": "Sigmoid lags", "loss_order": "CE > BCE > MSE > Huber", "adagrad_worst": "Adagrad",
+             "cutout_helps": "Cutout helps WRN-28-10", "bn_smoother": "BN reduces the loss variance",
+             "prune_conv3_60": "Pruning conv3", "slbi_adam_equal": "SLBI-Adam and Adam"}
+    for cid, words in issue.items():
+        assert words in ids[cid].sentence, cid
+    assert len(ids) == len(cl.CLAIMS)  # declared once
+    for c in cl.claims("06_dessilbi"):
+        assert cl.evaluate(c, {}, FakeStore()).verdict == cl.NOT_RUN
+    assert cl.chapters()[:5] == ["01_architectures", "02_ablations", "03_training_choices",
+                                 "04_gradcam_best_model", "05_batchnorm"]
+
+
+def test_the_ledger_builds_the_runs_the_chapters_train():
+    """Same configs as the chapters' own calls, so the store finds the chapters' runs."""
+    from cifar_utils import experiments
+    from cifar_utils.book.params import chapter_parameters
+
+    p = chapter_parameters(ROOT, "02_ablations", "smoke")
+    assert p["profile"] == "smoke" and p["epochs"] == 1
+    data = experiments.DataChoice(source=p["source"], train_size=p["train_size"], test_size=p["test_size"])
+    chapter = experiments.protocol_configs(p["models"], epochs=p["epochs"], batch_size=p["batch_size"], seeds=p["seeds"],
+                                           data=data, device=p["device"], precision=p["precision"])
+    assert claim("depth").build(p)["resnet50"] == chapter["resnet50"]
+    p3 = chapter_parameters(ROOT, "03_training_choices", "smoke")
+    base = experiments.training_choice_base(epochs=p3["epochs"], batch_size=p3["batch_size"], lr=0.001,
+                                            data=experiments.DataChoice(source="sample", train_size=32, test_size=32),
+                                            device=p3["device"], precision=p3["precision"])
+    assert claim("adagrad_worst").build(p3)["Adagrad"] == [
+        experiments.sweep_configs("optimizer", base, lrs=p3["optimizer_lrs"])["Adagrad"]]
+
+
+def test_smoke_ledger_on_an_empty_store_reads_inconclusive_or_not_run(tmp_path):
+    results = cl.ledger("smoke", root=ROOT, store=RunStore(tmp_path / "runs"))
+    assert len(results) == len(cl.CLAIMS)
+    for r in results:
+        if r.claim.chapter == "06_dessilbi":
+            assert r.verdict == cl.NOT_RUN
+        else:
+            assert r.verdict == cl.INCONCLUSIVE and "smoke profile" in r.outcome.reason
+            assert r.gpu_hours is not None and r.gpu_hours > 0  # the full profile's cost
+    md = cl.markdown(results)
+    assert md.count("\n") == len(results) + 1 and "[02_ablations](02_ablations.html)" in md
+    assert "Not run yet" in cl.sentences(results)
+    page = cl.html_table(results)
+    assert page.count("<tr>") == len(results) + 1 and '<a href="02_ablations.html">02_ablations</a>' in page
+    assert "CE &gt; BCE &gt; MSE &gt; Huber" in page and "06_dessilbi.html" not in page
+    assert set(cl.table(results)["verdict"]) == {cl.INCONCLUSIVE, cl.NOT_RUN}
+
+
+def test_gpu_hours_scale_with_seeds_and_epochs():
+    arms = cl.protocol_arms("resnet18")({**PARAMS, "epochs": 200, "train_size": None, "test_size": None, "seeds": [0]})
+    one = cl.gpu_hours(arms, seeds=1)
+    assert cl.gpu_hours(arms, seeds=3) == pytest.approx(3 * one)
+    speed = cl.images_per_second("resnet18")
+    assert one == pytest.approx(200 * (50_000 + 10_000 / 3) / speed / 3600)
+
+
+def test_check_findings_alias_is_the_ledgers():
+    from cifar_utils import tables
+
+    t = pd.DataFrame({"variant": ["SGD", "Adagrad"], "best_test_acc": [90.0, 50.0]})
+    assert tables.check_findings("optimizer", t).equals(cl.check_findings("optimizer", t))
+
+
+def test_extra_seeds_in_the_store_join_their_arm():
+    """A chapter run with seeds [0] still sees seeds 1 and 2 trained later (settle, or more seeds)."""
+    store = depth_store({"resnet18": [5.0, 5.1, 4.9], "resnet50": [6.0, 6.1, 5.9]})
+    r = cl.evaluate(claim("depth"), {**PARAMS, "seeds": [0]}, store)
+    assert r.verdict == cl.SUPPORTED and "seeds 0,1,2" in r.runs_text() and "from the seeds (3 and 3" in r.outcome.noise
+
+
+def test_settle_configs_add_seeds_to_the_chapters_runs():
+    configs = cl.settle_configs(["depth", "cutout_helps"], "smoke", seeds=[0, 1, 2], root=ROOT)
+    assert sorted((c.model, c.seed) for c in configs if c.cutout == 0) == [
+        (m, s) for m in ("resnet18", "resnet50", "wrn28_10") for s in (0, 1, 2)]
+    assert len(configs) == 12 and all(c.epochs in (1, 2) for c in configs)
+    from cifar_utils.book.params import chapter_parameters
+
+    seed0 = [c for c in configs if c.model == "resnet50" and c.seed == 0][0]  # the chapter's own run
+    assert seed0 == claim("depth").build(chapter_parameters(ROOT, "02_ablations", "smoke"))["resnet50"][0]
+    with pytest.raises(ValueError, match="learning rates as replicates"):
+        cl.settle_configs(["bn_smoother"], "smoke", root=ROOT)
+    with pytest.raises(ValueError, match="not run yet"):
+        cl.settle_configs(["slbi_adam_equal"], "smoke", root=ROOT)
+    with pytest.raises(ValueError, match="unknown claim 'nope'; claims: wrn_best"):
+        cl.settle_configs(["nope"], root=ROOT)
+
+
+def test_bn_claim_end_to_end_on_recorded_step_metrics():
+    """Chapter 5's claim from per-step values as StepMetrics stores them (no monkeypatching)."""
+    import numpy as np
+
+    from cifar_utils import bn_metrics
+
+    p = {**PARAMS, "lrs": [0.001, 0.002], "seed": 0}
+    arms = claim("bn_smoother").build(p)
+    assert sorted(arms) == ["vgg_a @ 0.001", "vgg_a @ 0.002", "vgg_a_bn @ 0.001", "vgg_a_bn @ 0.002"]
+    steps = np.arange(1, 11)
+
+    def recorded(config, wiggle: float, grad_change: float) -> Run:
+        values = np.zeros((len(steps), len(bn_metrics.STEP_FIELDS)))
+        values[:, bn_metrics.STEP_FIELDS.index("loss")] = 2.0 + wiggle * (-1.0) ** steps
+        values[:, bn_metrics.STEP_FIELDS.index("grad_change_last")] = grad_change
+        values[:, bn_metrics.STEP_FIELDS.index("beta")] = 1.0
+        run = fake_run(config, 50.0)
+        run._callback_states = {bn_metrics.STEP_KEY: {"fields": bn_metrics.STEP_FIELDS, "step": steps, "values": values}}
+        return run
+
+    def store(bn_wiggle: float) -> FakeStore:
+        return FakeStore(recorded(c, 0.5, 2.0) if arm.startswith("vgg_a @") else recorded(c, bn_wiggle, 1.0)
+                         for arm, cfgs in arms.items() for c in cfgs)
+    r = cl.evaluate(claim("bn_smoother"), p, store(0.1))
+    # loss variation: |change| 1.0 vs 0.2 -> 5; gradient change 2 vs 1 -> 2: the smallest ratio is 2
+    assert r.verdict == cl.SUPPORTED and r.outcome.effect == pytest.approx(2.0) and r.outcome.high == pytest.approx(5.0)
+    r = cl.evaluate(claim("bn_smoother"), p, store(1.0))  # BN wiggles more: loss ratio 0.5, gradient 2
+    assert r.verdict == cl.INCONCLUSIVE and r.outcome.reason.startswith("mixed: 2 of 4")
+
+
+@pytest.mark.parametrize("chapter", ["01_architectures", "02_ablations", "03_training_choices",
+                                     "04_gradcam_best_model", "05_batchnorm"])
+def test_each_chapters_verdict_cell_builds_from_its_parameters(chapter, tmp_path):
+    """What the chapter's last cell does, with the names its parameters cell defines (empty store)."""
+    from cifar_utils.book.params import chapter_parameters
+
+    namespace = {**chapter_parameters(ROOT, chapter, "smoke"), "data": object(), "tables": []}  # shadowed names
+    results = cl.evaluate_chapter(chapter, namespace, store=RunStore(tmp_path))
+    assert [r.claim.id for r in results] == [c.id for c in cl.claims(chapter)] and results
+    assert all(r.verdict == cl.INCONCLUSIVE and "missing runs" in r.outcome.reason for r in results)
+    assert "| claim |" in cl.markdown(results, links=False)
