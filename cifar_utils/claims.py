@@ -426,13 +426,81 @@ def chapter6_missing() -> str:
             else f"chapter 6's code ({CHAPTER6_MODULE}) is not in this build")
 
 
+def dessilbi_lenet_arms(p: Mapping[str, Any]) -> dict[str, list[RunConfig]]:
+    """Chapter 6: the SLBI-trained LeNet on MNIST (:func:`cifar_utils.experiments.dessilbi_lenet_configs`,
+    with the chapter's parameters), arm ``"SLBI"``."""
+    from .experiments import dessilbi_lenet_configs
+
+    configs = dessilbi_lenet_configs(epochs=p["epochs"], batch_size=p["batch_size"], lr=p["lr"], kappa=p["kappa"],
+                                     mu=p["mu"], lam=p["lam"], lr_step=p["lr_step"], data=_data(p),
+                                     seed=int(p.get("seed", 0)), device=p.get("device", "auto"),
+                                     precision=p.get("precision", "auto"))
+    return {"SLBI": [configs["SLBI"]]}
+
+
+def dessilbi_resnet_arms(p: Mapping[str, Any]) -> dict[str, list[RunConfig]]:
+    """Chapter 6, part 4: ResNet-18 with SLBI-Adam and chapter 3's Adam baseline, built as the chapter
+    builds them (:func:`cifar_utils.experiments.dessilbi_resnet_configs`)."""
+    from .experiments import DataChoice, dessilbi_resnet_configs, training_choice_base
+
+    cifar = DataChoice(source=p.get("cifar_source", "auto"), data_root=p.get("cifar_data_root"),
+                       train_size=p.get("cifar_train_size"), test_size=p.get("cifar_test_size"))
+    base = training_choice_base(epochs=p["resnet_epochs"], batch_size=p["resnet_batch_size"], lr=p["resnet_lr"],
+                                data=cifar, seed=int(p.get("seed", 0)), device=p.get("device", "auto"),
+                                precision=p.get("precision", "auto"))
+    configs = dessilbi_resnet_configs(base, kappa=p["resnet_kappa"], mu=p["resnet_mu"], lam=p["resnet_lam"])
+    return {arm: [c] for arm, c in configs.items()}
+
+
+def equivalent(a: str, b: str, margin: float = EQUIVALENCE_MARGIN, metric: str = "test_error") -> Rule:
+    """Rule: arms ``a`` and ``b`` do not differ by more than ``margin`` points (:func:`judge_equivalent`).
+    Effect = error(a) - error(b)."""
+
+    def rule(runs, spread):
+        return judge_equivalent(*difference(_values(runs[a], metric), _values(runs[b], metric), spread(metric)),
+                                margin=margin)
+    return rule
+
+
+def pruning_safe(layer: str = "conv3", percent: float = 60, margin: float = EQUIVALENCE_MARGIN) -> Rule:
+    """Rule: pruning ``percent`` % of ``layer`` by DessiLBI's order costs less than ``margin`` points of
+    test accuracy. Effect = accuracy(unpruned) - accuracy(pruned), points, per seed of arm ``"SLBI"``
+    (the trained model is pruned and restored, :func:`cifar_utils.sparsity.pruning_table`). The drop is
+    measured on one fixed test set, so its uncertainty comes from seeds only: with one seed the noise
+    is unknown and the verdict inconclusive."""
+
+    def rule(runs, spread):
+        from .sparsity import SLBIPath, pruning_table, test_loader
+
+        drops = []
+        for run in runs["SLBI"]:
+            model = run.model
+            order = SLBIPath.from_run(run).order(model, layer)
+            loader = test_loader(run.config, device=next(model.parameters()).device)
+            table = pruning_table(model, layer, order, loader, [0, percent])
+            drops.append(float(table.loc[0, "test_acc"] - table.loc[percent, "test_acc"]))
+        effect = statistics.fmean(drops)
+        if len(drops) < 2:
+            return Outcome(INCONCLUSIVE, "noise unknown: one seed (the drop is measured on one test set)", effect,
+                           noise="one seed")
+        half = t975(len(drops) - 1) * statistics.stdev(drops) / math.sqrt(len(drops))
+        noise = f"from the seeds ({len(drops)})"
+        low, high = effect - half, effect + half
+        if high < margin:
+            return Outcome(SUPPORTED, f"the drop's interval lies below {margin:g} points", effect, low, high, noise)
+        if low > margin:
+            return Outcome(CONTRADICTED, f"the drop's interval lies above {margin:g} points", effect, low, high, noise)
+        return Outcome(INCONCLUSIVE, "effect within noise", effect, low, high, noise)
+    return rule
+
+
 # --- the ledger -------------------------------------------------------------------------------------
 
 CH1, CH2, CH3, CH4, CH5, CH6 = ("01_architectures", "02_ablations", "03_training_choices", "04_gradcam_best_model",
                                 "05_batchnorm", "06_dessilbi")
 _ERR = "best-epoch test error, points"
 
-#: Every claim of the report, declared once, in the book's order (chapter 6's read "not run yet").
+#: Every claim of the report, declared once, in the book's order.
 CLAIMS: tuple[Claim, ...] = (
     Claim("wrn_best", CH1, "Verdicts",
           "WRN-28-10 has the lowest error of the seven architectures.",
@@ -495,11 +563,14 @@ CLAIMS: tuple[Claim, ...] = (
           "smallest median no-BN / BN ratio (loss variation, last-layer gradient change) over the learning rates",
           "supported if every ratio > 1 (learning rates as replicates), contradicted if every ratio < 1",
           batchnorm_arms, bn_rule),
-    Claim("prune_conv3_60", CH6, "-", "Pruning conv3 is safe up to about 60 %.",
-          "test accuracy drop at 60 % of conv3 pruned, points", "not declared yet"),
-    Claim("slbi_adam_equal", CH6, "-", "SLBI-Adam and Adam do not differ significantly.",
-          "error(SLBI-Adam) - error(Adam), points",
-          f"supported if the 95 % interval lies within +-{EQUIVALENCE_MARGIN:g} (judge_equivalent)"),
+    Claim("prune_conv3_60", CH6, "Verdicts", "Pruning conv3 is safe up to about 60 %.",
+          "test accuracy drop at 60 % of conv3 pruned, points",
+          f"supported if the drop's 95 % interval lies below {EQUIVALENCE_MARGIN:g} points",
+          dessilbi_lenet_arms, pruning_safe("conv3", 60)),
+    Claim("slbi_adam_equal", CH6, "Verdicts", "SLBI-Adam and Adam do not differ significantly.",
+          f"error(SLBI-Adam) - error(Adam), {_ERR}",
+          f"supported if the 95 % interval lies within +-{EQUIVALENCE_MARGIN:g}",
+          dessilbi_resnet_arms, equivalent("SLBI-Adam", "Adam")),
 )
 
 
@@ -516,7 +587,9 @@ def chapters() -> list[str]:
 #: Every name a builder reads from a chapter's parameters.
 PARAMETER_NAMES = ("profile", "models", "epochs", "batch_size", "seeds", "seed", "source", "data_root", "train_size",
                    "test_size", "device", "precision", "val_size", "optimizer_lrs", "activations", "losses",
-                   "optimizers", "cutout", "lrs", "weight_decay", "augment")
+                   "optimizers", "cutout", "lrs", "weight_decay", "augment", "lr", "lr_step", "kappa", "mu", "lam",
+                   "resnet_epochs", "resnet_batch_size", "resnet_lr", "resnet_kappa", "resnet_mu", "resnet_lam",
+                   "cifar_source", "cifar_data_root", "cifar_train_size", "cifar_test_size")
 
 
 def chapter_params(namespace: Mapping[str, Any]) -> dict[str, Any]:
@@ -842,6 +915,9 @@ def settle_configs(ids: Sequence[str], profile: str = "full", seeds: Sequence[in
         if claim.build is batchnorm_arms:
             raise ValueError(f"claim {cid!r} uses the learning rates as replicates (one seed, recorded with "
                              "chapter 5's callbacks); run chapter 5 instead")
+        if claim.chapter == CH6:
+            raise ValueError(f"claim {cid!r} needs chapter 6's runs trained with its SLBIPath callback; run "
+                             "chapter 6 with another seed instead")
         params = {**chapter_parameters(root, claim.chapter, profile), "seeds": [int(s) for s in seeds]}
         for configs in claim.build(params).values():
             out.update({c.name: c for c in configs})

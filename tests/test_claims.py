@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from cifar_utils import claims as cl
-from cifar_utils.engine import Run, RunStore
+from cifar_utils.engine import Run, RunConfig, RunStore
 
 ROOT = Path(__file__).resolve().parent.parent
 PARAMS = {"profile": "full", "epochs": 2, "batch_size": 8, "seeds": [0, 1, 2], "source": "sample",
@@ -180,10 +180,33 @@ def test_the_ledger_lists_every_claim_of_the_issue():
     for cid, words in issue.items():
         assert words in ids[cid].sentence, cid
     assert len(ids) == len(cl.CLAIMS)  # declared once
-    for c in cl.claims("06_dessilbi"):
-        assert cl.evaluate(c, {}, FakeStore()).verdict == cl.NOT_RUN
-    assert cl.chapters()[:5] == ["01_architectures", "02_ablations", "03_training_choices",
-                                 "04_gradcam_best_model", "05_batchnorm"]
+    assert all(c.build is not None and c.rule is not None for c in cl.CLAIMS)
+    assert cl.chapters()[:6] == ["01_architectures", "02_ablations", "03_training_choices",
+                                 "04_gradcam_best_model", "05_batchnorm", "06_dessilbi"]
+    assert cl.evaluate(cl.Claim("x", "06_dessilbi", "-", "s", "m", "r"), {}, FakeStore()).verdict == cl.NOT_RUN
+
+
+def test_chapter6_claims_build_the_chapters_runs_and_judge_equivalence():
+    from cifar_utils import experiments
+    from cifar_utils.book.params import chapter_parameters
+
+    p = chapter_parameters(ROOT, "06_dessilbi", "smoke")
+    mnist = experiments.DataChoice(source=p["source"], train_size=p["train_size"], test_size=p["test_size"])
+    lenet = experiments.dessilbi_lenet_configs(epochs=p["epochs"], batch_size=p["batch_size"], lr=p["lr"],
+                                               kappa=p["kappa"], mu=p["mu"], lam=p["lam"], lr_step=p["lr_step"],
+                                               data=mnist, seed=p["seed"], device=p["device"],
+                                               precision=p["precision"])
+    assert claim("prune_conv3_60").build(p) == {"SLBI": [lenet["SLBI"]]}
+    arms = claim("slbi_adam_equal").build(p)
+    assert set(arms) == {"SLBI-Adam", "Adam"} and arms["SLBI-Adam"][0].optimizer == "slbi_adam"
+    assert arms["Adam"][0].replace(optimizer="slbi_adam", optimizer_options=arms["SLBI-Adam"][0].optimizer_options) \
+        == arms["SLBI-Adam"][0]
+    rule = cl.equivalent("a", "b", margin=0.3)
+    cfg = RunConfig(model="resnet18", epochs=2)
+    close = {"a": [fake_run(cfg, e) for e in (5.0, 5.1, 4.9)], "b": [fake_run(cfg, e) for e in (5.05, 4.95, 5.0)]}
+    assert rule(close, lambda m: None).verdict == cl.SUPPORTED
+    apart = {"a": [fake_run(cfg, e) for e in (8.0, 8.1, 7.9)], "b": close["b"]}
+    assert rule(apart, lambda m: None).verdict == cl.CONTRADICTED
 
 
 def test_the_ledger_builds_the_runs_the_chapters_train():
@@ -209,18 +232,14 @@ def test_smoke_ledger_on_an_empty_store_reads_inconclusive_or_not_run(tmp_path):
     results = cl.ledger("smoke", root=ROOT, store=RunStore(tmp_path / "runs"))
     assert len(results) == len(cl.CLAIMS)
     for r in results:
-        if r.claim.chapter == "06_dessilbi":
-            assert r.verdict == cl.NOT_RUN
-        else:
-            assert r.verdict == cl.INCONCLUSIVE and "smoke profile" in r.outcome.reason
-            assert r.gpu_hours is not None and r.gpu_hours > 0  # the full profile's cost
+        assert r.verdict == cl.INCONCLUSIVE and "smoke profile" in r.outcome.reason
+        assert r.gpu_hours is not None and r.gpu_hours > 0  # the full profile's cost
     md = cl.markdown(results)
     assert md.count("\n") == len(results) + 1 and "[02_ablations](02_ablations.html)" in md
-    assert "Not run yet" in cl.sentences(results)
     page = cl.html_table(results)
     assert page.count("<tr>") == len(results) + 1 and '<a href="02_ablations.html">02_ablations</a>' in page
-    assert "CE &gt; BCE &gt; MSE &gt; Huber" in page and "06_dessilbi.html" not in page
-    assert set(cl.table(results)["verdict"]) == {cl.INCONCLUSIVE, cl.NOT_RUN}
+    assert "CE &gt; BCE &gt; MSE &gt; Huber" in page and "06_dessilbi.html" in page
+    assert set(cl.table(results)["verdict"]) == {cl.INCONCLUSIVE}
 
 
 def test_gpu_hours_scale_with_seeds_and_epochs():
@@ -256,7 +275,7 @@ def test_settle_configs_add_seeds_to_the_chapters_runs():
     assert seed0 == claim("depth").build(chapter_parameters(ROOT, "02_ablations", "smoke"))["resnet50"][0]
     with pytest.raises(ValueError, match="learning rates as replicates"):
         cl.settle_configs(["bn_smoother"], "smoke", root=ROOT)
-    with pytest.raises(ValueError, match="not run yet"):
+    with pytest.raises(ValueError, match="SLBIPath callback"):
         cl.settle_configs(["slbi_adam_equal"], "smoke", root=ROOT)
     with pytest.raises(ValueError, match="unknown claim 'nope'; claims: wrn_best"):
         cl.settle_configs(["nope"], root=ROOT)
