@@ -235,6 +235,10 @@ def plot_cutout_comparison(runs: Mapping[str, Run], note: str | None = None,
     for ax in (ax_err, ax_loss):
         ax.grid(alpha=0.3, which="both")
         ax.legend(fontsize=8)
+    fig.suptitle(_title(title, note))
+    _epoch_axis(fig)
+    fig.tight_layout()
+    return fig
 
 
 # --- chapter 6: DessiLBI -----------------------------------------------------------------------------
@@ -305,6 +309,7 @@ def plot_cam_explorer(item, classes, top: Sequence[tuple[str, float]], method_la
     ax_top.set(xlim=(0, 100), xlabel="probability (%)", title="top predictions")
     ax_top.grid(alpha=0.3, axis="x")
     fig.tight_layout()
+    return fig
 
 
 def plot_pruned_weights(before, after, title: str, note: str | None = None, accuracy: tuple[float, float] | None = None,

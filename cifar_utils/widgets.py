@@ -204,6 +204,11 @@ class CamExplorer:
         plt.close(self.figure)
         self.image.value = buf.getvalue()
 
+    def _ipython_display_(self) -> None:
+        from IPython.display import display
+
+        display(self.widget)
+
 
 class PruningExplorer:
     """Chapter 6: a layer choice and a pruning percentage (slider) above the layer's weights after
