@@ -74,7 +74,7 @@ STEP_FIELDS = ("loss", "grad_norm", "update_norm", "grad_change", "grad_change_l
 DEFAULT_FACTORS: tuple[float, ...] = (0.25, 0.5, 1.0, 2.0, 4.0)
 #: The chapter's two networks and their labels.
 MODELS: dict[str, str] = {"vgg_a": "VGG-A", "vgg_a_bn": "VGG-A + BN"}
-#: What the explorer and :func:`band` can show: per-step fields, plus ``loss_change`` = |loss_s - loss_{s-1}|.
+#: What the explorer and :func:`band` can show: per-step fields, plus ``loss_change`` = ``abs(loss_s - loss_{s-1})``.
 METRICS: dict[str, str] = {
     "loss": "training loss",
     "loss_change": "|loss change| between steps",
@@ -368,7 +368,7 @@ def train_runs(configs: Iterable[RunConfig], factory: MetricsFactory, *, jobs: i
 
 def step_metrics(run: Run) -> dict[str, np.ndarray]:
     """The run's per-step values: ``step`` and one float array per field of :data:`STEP_FIELDS`,
-    plus ``loss_change`` (|loss_s - loss_{s-1}|, NaN at the first step)."""
+    plus ``loss_change`` (``abs(loss_s - loss_{s-1})``, NaN at the first step)."""
     states = run.callback_states or {}
     if STEP_KEY not in states:
         raise ValueError(f"run {run.name} has no per-step BN metrics (trained without StepMetrics); "

@@ -60,6 +60,7 @@ CUTOUT_PAPER_ERRORS: dict[str, float] = {"wrn28_10": 3.87, "wrn28_10_cutout": 3.
 #: chapter shows each beside the computed comparison (``tables.compare_with_reference``); a claim is
 #: the report's until the reproduced runs confirm it.
 ARCHITECTURE_REFERENCE = "resnet18"
+#: The claims themselves, model -> the report's words (measured against :data:`ARCHITECTURE_REFERENCE`).
 ARCHITECTURE_CLAIMS: dict[str, str] = {
     "wrn28_10": "lowest error of the seven, bought with about 3x the parameters and 10x the compute of ResNet-18",
     "resnext29_32x4d": "reaches ResNet-18's error with less than half its parameters",

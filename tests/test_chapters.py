@@ -157,7 +157,7 @@ def test_smoke_chapter3_sweeps_and_the_built_html(smoke_book):
     nb = json.loads((out / "_build" / "src" / "book" / "03_training_choices.ipynb").read_text())
     assert "13 variants, 11 distinct runs" in json.dumps(nb["cells"])
     pngs = sum("image/png" in o.get("data", {}) for c in nb["cells"] for o in c.get("outputs", []))
-    assert pngs == 3
+    assert pngs == 4  # the three sweeps and the explorer's static figure
     assert "holds here" in _html_outputs(nb)
     import yaml
 

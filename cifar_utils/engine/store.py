@@ -4,7 +4,7 @@
 
 ======================  ======================================================================
 ``config.json``         the :class:`RunConfig` (``RunConfig.from_dict`` reads it back)
-``history.json``        a JSON list of per-epoch dicts (see :mod:`cifar_utils.engine.loop`)
+``history.json``        a JSON list of per-epoch dicts (see ``cifar_utils.engine.loop``)
 ``status.json``         ``status`` ("running", "finished", "diverged", "failed", "interrupted"),
                         ``created`` / ``updated`` / ``finished`` timestamps (UTC ISO), ``device``,
                         ``device_name``, ``torch_version``, ``wall_seconds`` (training time
