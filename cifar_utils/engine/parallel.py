@@ -168,6 +168,20 @@ def _data_spec(config: RunConfig) -> tuple:
     return (config.dataset, config.source, config.data_root)
 
 
+def split_done(store: st.RunStore, configs: Sequence[RunConfig]) -> tuple[list[st.Run | None], dict[str, list[int]]]:
+    """The runs the store already has done (finished or diverged; None elsewhere), and what is left to
+    train: run name -> the indices of the configs with that run (identical configs train once)."""
+    runs: list[st.Run | None] = [None] * len(configs)
+    todo: dict[str, list[int]] = {}
+    for i, c in enumerate(configs):
+        existing = store.get(c)
+        if existing is not None and existing.status in st.DONE:
+            runs[i] = existing
+        else:
+            todo.setdefault(c.name, []).append(i)
+    return runs, todo
+
+
 def _prefetch_data(configs: Iterable[RunConfig]) -> None:
     """Load each distinct data spec once in this process (see the module doc), so that workers
     started afterwards find the downloaded / decoded files in the cache. Errors are left for the
@@ -315,17 +329,9 @@ def run_many(configs: Iterable[RunConfig], *, jobs: int = 1, runs_dir: str | Pat
     if ray_only:
         raise ValueError(f"{', '.join(ray_only)} only apply to backend='ray' (got backend={backend!r})")
     store = st.RunStore(runs_dir)
-    runs: list[st.Run | None] = [None] * len(configs)
+    runs, todo = split_done(store, configs)
     errors: dict[int, str] = {}
     failures: dict[int, tuple[str, str, str]] = {}
-
-    todo: dict[str, list[int]] = {}  # run name -> indices of configs with that run
-    for i, c in enumerate(configs):
-        existing = store.get(c)
-        if existing is not None and existing.status in st.DONE:
-            runs[i] = existing
-        else:
-            todo.setdefault(c.name, []).append(i)
 
     if jobs == 1 or len(todo) == 1:
         for indices in todo.values():

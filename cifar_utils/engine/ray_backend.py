@@ -209,18 +209,11 @@ def run_many_ray(configs: Sequence[RunConfig], *, jobs: int, runs_dir: str | Pat
                  cpus_per_run: float | None = None, callbacks: Any = None) -> list[st.Run]:
     """:func:`cifar_utils.engine.run_many` with ``backend="ray"`` (see the module doc); ``configs``
     are validated RunConfigs."""
-    from .parallel import RunManyError, _auto_imports, _prefetch_data
+    from .parallel import RunManyError, _auto_imports, _prefetch_data, split_done
 
     store = st.RunStore(Path(runs_dir if runs_dir is not None else st.RunStore().root).resolve())
-    runs: list[st.Run | None] = [None] * len(configs)
+    runs, todo = split_done(store, configs)
     errors: dict[int, str] = {}
-    todo: dict[str, list[int]] = {}
-    for i, c in enumerate(configs):
-        existing = store.get(c)
-        if existing is not None and existing.status in st.DONE:
-            runs[i] = existing
-        else:
-            todo.setdefault(c.name, []).append(i)
     if todo:  # Ray is needed only to train: a finished store loads without it
         ray = import_ray()
         _prefetch_data(configs[idx[0]] for idx in todo.values())
