@@ -1,12 +1,22 @@
-"""Fixtures shared by test files: the smoke book is built once per test session."""
+"""Fixtures shared by test files: the runner's fixture book, and the smoke book built once per session."""
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+FIXTURE = Path(__file__).parent / "book_fixture"
+
+
+@pytest.fixture()
+def book(tmp_path: Path) -> Path:
+    """A fresh copy of ``tests/book_fixture`` (a tiny book the runner tests execute and may modify)."""
+    dest = tmp_path / "book_root"
+    shutil.copytree(FIXTURE, dest)
+    return dest
 
 
 @pytest.fixture(scope="session")

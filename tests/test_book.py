@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest
@@ -14,13 +13,6 @@ from cifar_utils.book.__main__ import main as cli_main
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURE = Path(__file__).parent / "book_fixture"
-
-
-@pytest.fixture()
-def book(tmp_path: Path) -> Path:
-    dest = tmp_path / "book_root"
-    shutil.copytree(FIXTURE, dest)
-    return dest
 
 
 def test_notebook_parameters_are_parsed_with_types_and_help():

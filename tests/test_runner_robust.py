@@ -23,13 +23,6 @@ FIXTURE = Path(__file__).parent / "book_fixture"
 
 
 @pytest.fixture()
-def book(tmp_path: Path) -> Path:
-    dest = tmp_path / "book_root"
-    shutil.copytree(FIXTURE, dest)
-    return dest
-
-
-@pytest.fixture()
 def real_book(tmp_path: Path) -> Path:
     """The real chapters' notebooks with a params/ folder of the test's own."""
     dest = tmp_path / "real"
