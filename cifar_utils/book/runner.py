@@ -206,6 +206,18 @@ class BookRun:
         return "\n".join(lines)
 
 
+def kernel_parameters(layout: BookLayout, notebook: Path, profile: str, values: dict) -> dict:
+    """The parameters papermill injects into ``notebook``: the profile's ``values`` for it, and the
+    runner's own (``profile``, ``executed_dir``, ``failed_dir``) where its parameters cell declares them.
+    ``make lab`` (:mod:`cifar_utils.book.lab`) injects the same."""
+    declared = notebook_parameters(notebook)
+    params = dict(values)
+    nb_dir = notebook.parent.relative_to(layout.root)
+    runner_values = {"profile": profile, "executed_dir": str(layout.src / nb_dir), "failed_dir": str(layout.failed)}
+    params.update({k: v for k, v in runner_values.items() if k in declared and k in RUNNER_PARAMETERS})
+    return params
+
+
 def _first_line(source: str | list[str]) -> str:
     text = "".join(source) if isinstance(source, list) else source
     lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
@@ -388,12 +400,7 @@ def build_book(root: Path | str = ".", profile: str = "smoke", chapters: str | l
     t_all = time.monotonic()
     for i, chapter in enumerate(todo, 1):
         nb = notebooks[chapter]
-        declared = notebook_parameters(nb)
-        params = dict(values.get(chapter, {}))
-        nb_dir = nb.parent.relative_to(root)
-        runner_values = {"profile": profile, "executed_dir": str(layout.src / nb_dir),
-                         "failed_dir": str(layout.failed)}
-        params.update({k: v for k, v in runner_values.items() if k in declared and k in RUNNER_PARAMETERS})
+        params = kernel_parameters(layout, nb, profile, values.get(chapter, {}))
         log.info("[%d/%d] %s: executing with profile %r %s", i, len(todo), chapter, profile,
                  json.dumps(values.get(chapter, {})))
         t0 = time.monotonic()
