@@ -6,9 +6,9 @@ tables and figures as its outputs hold, and nothing was requested from the netwo
 page goes to ``_build/screenshots/`` beside the tested book (the status page links them there) and is
 copied to this checkout's ``_build/screenshots/`` for people to look at.
 
-Chromium is driven over the DevTools protocol through ``--remote-debugging-pipe`` (two pipes, JSON
-messages ending in NUL): no Python package beyond the standard library. Debian's ``chromium`` is used;
-``.ci/run`` installs it with apt when missing; where it is absent the tests skip and say so.
+Chromium is driven over the DevTools protocol through ``--remote-debugging-pipe`` (``chromium_driver.py``,
+shared with the JupyterLab test): no Python package beyond the standard library. Debian's ``chromium`` is
+used; ``.ci/run`` installs it with apt when missing; where it is absent the tests skip and say so.
 
 Set ``CIFAR_UTILS_BUILT_BOOK=/path`` (a folder holding ``_build/html`` and ``_build/src``) to check an
 existing build instead of building the smoke book.
@@ -17,178 +17,25 @@ existing build instead of building the smoke book.
 from __future__ import annotations
 
 import base64
-import fcntl
 import json
 import os
-import queue
 import shutil
-import signal
 import subprocess
 import sys
-import tempfile
-import threading
 import time
 from pathlib import Path
-from urllib.parse import unquote, urlparse
+from urllib.parse import unquote
 
 import pytest
+from chromium_driver import VIEWPORT, Browser, chromium_or_skip, open_tab, page_errors
 
 from cifar_utils.book.runner import toc_files
 
 ROOT = Path(__file__).resolve().parents[1]
 PAGES = [Path(name).stem for name in toc_files(ROOT)]
-LOCAL_SCHEMES = {"file", "data", "blob", "about"}
-BROWSER_TIMEOUT_S = 600  # the whole browser session; it is killed when this runs out
-PAGE_TIMEOUT_S = 60
-VIEWPORT = {"width": 1280, "height": 900, "deviceScaleFactor": 1, "mobile": False}
 MAX_SHOT_HEIGHT = 16000  # px; a longer page's screenshot shows its first 16000 px
 
 pytestmark = pytest.mark.slow
-
-
-def find_chromium() -> str | None:
-    """Debian's chromium (or $CHROMIUM), or None."""
-    for candidate in (os.environ.get("CHROMIUM"), "chromium", "chromium-browser"):
-        if candidate and shutil.which(candidate):
-            return shutil.which(candidate)
-    return None
-
-
-class Browser:
-    """Headless Chromium over the DevTools pipe, with every remote request blocked and recorded.
-
-    A context manager: the browser's process group is killed on every exit path, and a watchdog kills
-    it after ``timeout_s`` whatever the test is doing.
-    """
-
-    def __init__(self, executable: str, timeout_s: float = BROWSER_TIMEOUT_S):
-        self.profile = tempfile.mkdtemp(prefix="chromium-profile-")
-        to_child_r, self._to_child = os.pipe()
-        self._from_child, from_child_w = os.pipe()
-        # move the child's ends out of the way of fds 3 and 4, which they are dup'ed onto
-        to_child_r_hi = fcntl.fcntl(to_child_r, fcntl.F_DUPFD, 10)
-        from_child_w_hi = fcntl.fcntl(from_child_w, fcntl.F_DUPFD, 10)
-        os.close(to_child_r), os.close(from_child_w)
-
-        def child_fds():
-            os.dup2(to_child_r_hi, 3)
-            os.dup2(from_child_w_hi, 4)
-
-        args = [executable, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                "--no-default-browser-check", "--disable-background-networking", "--disable-component-update",
-                "--disable-sync", "--disable-extensions", "--disable-default-apps", "--mute-audio",
-                "--hide-scrollbars", "--proxy-server=127.0.0.1:9", "--proxy-bypass-list=<-loopback>",
-                f"--user-data-dir={self.profile}", "--remote-debugging-pipe", "about:blank"]
-        self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.DEVNULL, preexec_fn=child_fds, pass_fds=(3, 4),
-                                     start_new_session=True)
-        os.close(to_child_r_hi), os.close(from_child_w_hi)
-        self._watchdog = threading.Timer(timeout_s, self.kill)
-        self._watchdog.daemon = True
-        self._watchdog.start()
-        self._next_id = 0
-        self._replies: dict[int, queue.Queue] = {}
-        self._lock = threading.Lock()
-        self.events: list[dict] = []
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        buf = b""
-        while True:
-            try:
-                chunk = os.read(self._from_child, 1 << 16)
-            except OSError:
-                chunk = b""
-            if not chunk:
-                break
-            buf += chunk
-            while b"\0" in buf:
-                raw, buf = buf.split(b"\0", 1)
-                msg = json.loads(raw)
-                if "id" in msg:
-                    with self._lock:
-                        q = self._replies.get(msg["id"])
-                    if q is not None:
-                        q.put(msg)
-                else:
-                    with self._lock:
-                        self.events.append(msg)
-        with self._lock:  # the browser went away: wake every waiter
-            for q in self._replies.values():
-                q.put({"error": {"message": "the browser closed the DevTools pipe"}})
-
-    def send(self, method: str, params: dict | None = None, session: str | None = None,
-             timeout: float = PAGE_TIMEOUT_S) -> dict:
-        with self._lock:
-            self._next_id += 1
-            mid = self._next_id
-            self._replies[mid] = q = queue.Queue()
-        msg = {"id": mid, "method": method, "params": params or {}}
-        if session:
-            msg["sessionId"] = session
-        os.write(self._to_child, json.dumps(msg).encode() + b"\0")
-        try:
-            reply = q.get(timeout=timeout)
-        except queue.Empty:
-            raise TimeoutError(f"chromium did not answer {method} within {timeout} s") from None
-        finally:
-            with self._lock:
-                self._replies.pop(mid, None)
-        if "error" in reply:
-            raise RuntimeError(f"{method}: {reply['error'].get('message')}")
-        return reply.get("result", {})
-
-    def take_events(self) -> list[dict]:
-        with self._lock:
-            events, self.events = self.events, []
-        return events
-
-    def wait_event(self, method: str, session: str, timeout: float = PAGE_TIMEOUT_S) -> dict:
-        end = time.monotonic() + timeout
-        while time.monotonic() < end:
-            with self._lock:
-                for e in self.events:
-                    if e.get("method") == method and e.get("sessionId") == session:
-                        return e
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"chromium exited with code {self.proc.returncode}")
-            time.sleep(0.05)
-        raise TimeoutError(f"no {method} within {timeout} s")
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            try:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-
-    def close(self) -> None:
-        self._watchdog.cancel()
-        try:
-            if self.proc.poll() is None:
-                self.send("Browser.close", timeout=5)
-                self.proc.wait(timeout=10)
-        except Exception:  # noqa: BLE001 -- whatever went wrong, the kill below ends it
-            pass
-        finally:
-            self.kill()
-            for fd in (self._to_child, self._from_child):
-                try:
-                    os.close(fd)
-                except OSError:
-                    pass
-            shutil.rmtree(self.profile, ignore_errors=True)
-
-    def __enter__(self) -> Browser:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
 
 
 # Runs in the page after load: waits for MathJax and saved widgets, then reports what a reader sees.
@@ -236,34 +83,6 @@ CHECK_JS = """
 """
 
 
-def _errors(events: list[dict], session: str) -> tuple[list[str], list[str]]:
-    """(console/script errors, remote URLs requested) from one page's DevTools events."""
-    errors, remote, urls = [], [], {}
-    for e in events:
-        if e.get("sessionId") != session:
-            continue
-        m, p = e.get("method"), e.get("params", {})
-        if m == "Network.requestWillBeSent":
-            urls[p.get("requestId")] = p.get("request", {}).get("url", "")
-        if m == "Runtime.exceptionThrown":
-            d = p.get("exceptionDetails", {})
-            errors.append(f"exception: {d.get('exception', {}).get('description') or d.get('text')}")
-        elif m == "Runtime.consoleAPICalled" and p.get("type") in ("error", "assert"):
-            errors.append("console.error: " + " ".join(str(a.get("value", a.get("description", ""))) for a in p.get("args", [])))
-        elif m == "Log.entryAdded" and p.get("entry", {}).get("level") == "error":
-            entry = p["entry"]
-            errors.append(f"log: {entry.get('text')} {entry.get('url', '')}".strip())
-        elif m == "Network.loadingFailed" and not p.get("canceled"):
-            url = urls.get(p.get("requestId"), "?")
-            if urlparse(url).scheme in LOCAL_SCHEMES:  # remote ones are reported as such below
-                errors.append(f"failed to load {url}: {p.get('errorText')}")
-        elif m == "Network.requestWillBeSent":
-            url = p.get("request", {}).get("url", "")
-            if urlparse(url).scheme not in LOCAL_SCHEMES:
-                remote.append(url)
-    return list(dict.fromkeys(errors)), list(dict.fromkeys(remote))
-
-
 def visit(browser: Browser, session: str, html: Path, screenshot: Path) -> dict:
     """Open one page, wait for it to settle, check it, and save a full-page screenshot."""
     browser.take_events()
@@ -284,28 +103,8 @@ def visit(browser: Browser, session: str, html: Path, screenshot: Path) -> dict:
     screenshot.parent.mkdir(parents=True, exist_ok=True)
     screenshot.write_bytes(base64.b64decode(shot["data"]))
     time.sleep(0.2)  # late console messages of this page arrive before the next navigation clears them
-    checks["errors"], checks["remote"] = _errors(browser.take_events(), session)
+    checks["errors"], checks["remote"] = page_errors(browser.take_events(), session)
     return checks
-
-
-def open_tab(browser: Browser) -> str:
-    """A new tab with the network off (every remote request blocked, and recorded); its session id."""
-    target = browser.send("Target.createTarget", {"url": "about:blank"})["targetId"]
-    session = browser.send("Target.attachToTarget", {"targetId": target, "flatten": True})["sessionId"]
-    for method in ("Page.enable", "Runtime.enable", "Log.enable", "Network.enable"):
-        browser.send(method, session=session)
-    browser.send("Network.setBlockedURLs", {"urls": ["http://*", "https://*", "ws://*", "wss://*", "ftp://*"]},
-                 session)
-    browser.send("Emulation.setDeviceMetricsOverride", VIEWPORT, session)
-    return session
-
-
-def chromium_or_skip() -> str:
-    exe = find_chromium()
-    if exe is None:
-        pytest.skip("no chromium on PATH (Debian: apt-get install chromium; .ci/run installs it as root): "
-                    "the offline browser test needs a real browser")
-    return exe
 
 
 def expected_outputs(notebook: Path) -> tuple[int, int, bool]:
