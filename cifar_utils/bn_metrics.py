@@ -669,7 +669,8 @@ class LandscapeExplorer:
         self.metric = w.Dropdown(options=[(label, m) for m, label in METRICS.items()], value=metric,
                                  description="metric")
         self.kind = w.ToggleButtons(options=["band", "max"], value="band", description="show")
-        self.window = w.IntSlider(value=window, min=1, max=200, description="smoothing")
+        # continuous_update=False: a drag over the range draws once, where it ends, not once per value
+        self.window = w.IntSlider(value=window, min=1, max=200, description="smoothing", continuous_update=False)
         self.log = w.Checkbox(value=metric not in ("loss",), description="log scale")
         self.output = w.Output()
         self.figure = None

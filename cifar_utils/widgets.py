@@ -157,8 +157,9 @@ class CamExplorer:
         present = [c for c in range(len(data.classes)) if len(data.class_indices(c))]
         self.klass = w.Dropdown(options=[(data.classes[c], c) for c in present], value=present[0],
                                 description="class")
+        # continuous_update=False: a drag draws once, where it ends (one map takes ~0.1-0.5 s, see the README)
         self.index = w.IntSlider(value=0, min=0, max=len(data.class_indices(present[0])) - 1,
-                                 description="image")
+                                 description="image", continuous_update=False)
         self.target = w.Dropdown(options=[("predicted", self.PREDICTED)] + [(n, i) for i, n in enumerate(data.classes)],
                                  value=self.PREDICTED, description="map of")
         self.method = w.Dropdown(options=[(cam.METHODS[m], m) for m in methods], value=methods[0],
@@ -217,7 +218,9 @@ class PruningExplorer:
 
     ``orders``: layer name -> pruning order (:meth:`cifar_utils.sparsity.SLBIPath.order`);
     ``loader``: the test loader (:func:`cifar_utils.sparsity.test_loader`). ``explorer.widget`` is
-    the ipywidgets box, ``explorer.figure`` the figure, ``explorer.accuracy`` the last accuracy.
+    the ipywidgets box, ``explorer.figure`` the figure, ``explorer.accuracy`` the last accuracy (also
+    shown as text in ``explorer.summary``). The slider draws once a drag ends (``continuous_update=False``):
+    every step evaluates the model on the whole test set.
     """
 
     def __init__(self, model, orders: Mapping[str, "object"], loader, percent: int = 0,
@@ -230,6 +233,7 @@ class PruningExplorer:
         self.layer = w.Dropdown(options=list(self.orders), value=next(iter(self.orders)), description="layer")
         self.percent = w.IntSlider(value=percent, min=0, max=100, step=5, description="pruned %",
                                    continuous_update=False)
+        self.summary = w.HTML()  # the accuracies as text (also in the figure's titles)
         self.output = w.Output()
         self.figure, axes = plt.subplots(1, 2, figsize=(11, 4.6), layout="constrained")
         plt.close(self.figure)
@@ -238,7 +242,7 @@ class PruningExplorer:
         self.baseline: dict[str, float] = {}
         for control in (self.layer, self.percent):
             control.observe(lambda _change: self.redraw(), names="value")
-        self.widget = w.VBox([w.HBox([self.layer, self.percent]), self.output])
+        self.widget = w.VBox([w.HBox([self.layer, self.percent]), self.summary, self.output])
         self.redraw()
 
     def evaluate(self, layer: str, percent: float) -> tuple[float, object]:
@@ -258,6 +262,8 @@ class PruningExplorer:
         self.accuracy, after = self.evaluate(layer, percent)
         plot_pruned_weights(before, after, f"{layer}: {percent}% pruned by DessiLBI's order", self.note,
                             accuracy=(base_acc, self.accuracy), axes=self.axes)
+        self.summary.value = (f"test accuracy with {layer} {percent}% pruned: <b>{self.accuracy:.2f}%</b> "
+                              f"(unpruned: {base_acc:.2f}%)")
         self.output.clear_output(wait=True)
         with self.output:
             from IPython.display import display
