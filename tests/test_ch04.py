@@ -136,6 +136,7 @@ def test_cam_explorer_redraws_on_each_control(tiny_cam):
         return sorted(float(b.get_width()) for b in ex.figure.axes[2].patches)
 
     first, png = overlay_pixels(), ex.image.value
+    assert ex.index.continuous_update is False  # one map per drag, not one per image passed
     assert png[:4] == b"\x89PNG"
     i0 = ex.selected
     assert bars() == pytest.approx(sorted(100 * float(p) for p in sorted(ex.probs[i0])[-3:]), abs=1e-3)

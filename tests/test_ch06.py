@@ -239,6 +239,8 @@ def test_pruning_explorer_updates_accuracy_and_picture():
         manual.conv.bias[1:] = 0
         expected = 100.0 * float((manual(x).argmax(1) == y).float().mean())
     assert ex.accuracy == pytest.approx(expected) and "1/4 rows non-zero" in ex.axes[1].get_title()
+    assert f"conv 75% pruned: <b>{ex.accuracy:.2f}%</b> (unpruned: 100.00%)" in ex.summary.value
+    assert ex.percent.continuous_update is False  # every step evaluates the model: draw where a drag ends
     image = np.asarray(ex.axes[1].images[0].get_array())
     assert int((np.abs(image).sum(1) == 0).sum()) == 3  # three of four filters zeroed in the picture
     ex.layer.value = "fc"
