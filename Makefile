@@ -1,5 +1,5 @@
-# Two commands for users: `make book` builds the report, `make test` runs the tests.
-# Each creates .venv (if missing) and installs the pinned packages first.
+# Three commands for users: `make book` builds the report, `make lab` explores it in JupyterLab,
+# `make test` runs the tests. Each creates .venv (if missing) and installs the pinned packages first.
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -7,19 +7,25 @@ PROFILE ?= smoke
 CHAPTERS ?=
 CELL_TIMEOUT ?=
 PYTEST_ARGS ?=
+PORT ?=
+LAB_ARGS ?=
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install book test clean
+.PHONY: install book lab test clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --disable-pip-version-check -q -e '.[book,test,ray]'
+	$(PY) -m pip install --disable-pip-version-check -q -e '.[book,lab,test,ray]'
 	@touch $(STAMP)
 
 install: $(STAMP)
 
 book: $(STAMP)
 	$(PY) -m cifar_utils.book --profile $(PROFILE) $(if $(CHAPTERS),--chapters $(CHAPTERS)) $(if $(CELL_TIMEOUT),--cell-timeout $(CELL_TIMEOUT))
+
+# JupyterLab on the chapters with the parameters and the results store of the last `make book` (same PROFILE)
+lab: $(STAMP)
+	$(PY) -m cifar_utils.book.lab --profile $(PROFILE) $(if $(PORT),--port $(PORT)) $(LAB_ARGS)
 
 test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
