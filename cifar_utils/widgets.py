@@ -157,7 +157,8 @@ class CamExplorer:
         present = [c for c in range(len(data.classes)) if len(data.class_indices(c))]
         self.klass = w.Dropdown(options=[(data.classes[c], c) for c in present], value=present[0],
                                 description="class")
-        # continuous_update=False: a drag draws once, where it ends (one map takes ~0.1-0.5 s, see the README)
+        # continuous_update=False: a drag draws once, where it ends (a map is a forward and a backward pass and a
+        # figure: about a second on a 2-core CPU, see the README)
         self.index = w.IntSlider(value=0, min=0, max=len(data.class_indices(present[0])) - 1,
                                  description="image", continuous_update=False)
         self.target = w.Dropdown(options=[("predicted", self.PREDICTED)] + [(n, i) for i, n in enumerate(data.classes)],

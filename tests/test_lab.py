@@ -241,3 +241,32 @@ def test_make_lab_prints_the_url_and_stops_on_sigterm(tmp_path, jupyterlab_insta
     assert "stopping JupyterLab and its kernels" in text and "Ctrl-C stops JupyterLab" in text
     log = (root / "_build" / "lab" / "test" / "jupyterlab.log").read_text()
     assert "Shutting down on /api/shutdown request" in log
+
+
+@pytest.mark.slow
+def test_after_the_smoke_book_a_lab_chapter_loads_its_runs_and_trains_nothing(smoke_book, monkeypatch):
+    """After ``make book``: every chapter's lab copy is its executed copy, and a chapter run from it in a
+    kernel (chapter 6, cell by cell, with the lab's store) loads every run and writes nothing to the store."""
+    import nbformat
+    from nbclient import NotebookClient
+
+    out, runs_dir, result = smoke_book
+    monkeypatch.setenv("CIFAR_UTILS_RUNS", str(runs_dir))
+    plan = lab.prepare_lab(ROOT, "smoke", output_dir=out)
+    assert plan.store == runs_dir.resolve() and plan.finished > 0, plan.report()
+    executed = {c.chapter for c in result.chapters if c.ok}
+    assert {n.chapter for n in plan.notebooks if n.origin == "executed"} == executed and "06_dessilbi" in executed
+
+    def store_state() -> dict[str, float]:
+        return {str(p.relative_to(runs_dir)): p.stat().st_mtime for p in runs_dir.rglob("*")
+                if p.is_file() and p.name != ".lock"}  # a reader's lock file is not a change of a run
+
+    before = store_state()
+    copy = plan.folder / "book" / "06_dessilbi.ipynb"
+    nb = nbformat.read(copy, as_version=4)
+    monkeypatch.setenv("CIFAR_UTILS_STATIC", "1")  # headless: static figures (see cifar_utils.widgets.live_widgets)
+    monkeypatch.setenv("CIFAR_UTILS_PROGRESS", "log")
+    NotebookClient(nb, timeout=900, kernel_name="python3", resources={"metadata": {"path": str(copy.parent)}}).execute()
+    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
+    assert not [o for o in outputs if o.output_type == "error"]
+    assert store_state() == before, "the lab's chapter retrained or rewrote runs of the store"
