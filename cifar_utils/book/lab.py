@@ -275,7 +275,13 @@ class LabServer:
         self.start_timeout = start_timeout
         self.python = python or sys.executable
         self.proc: subprocess.Popen | None = None
-        self._children: set[int] = set()
+        self._children: dict[int, object] = {}
+        try:  # imported now, not while stopping (an import is slow to be interrupted in)
+            import psutil  # a dependency of ipykernel
+
+            self._psutil = psutil
+        except ImportError:  # pragma: no cover - then the kernels are left to the server's own shutdown
+            self._psutil = None
 
     @property
     def base_url(self) -> str:
@@ -333,63 +339,53 @@ class LabServer:
             self.stop()
             raise
 
-    def _descendants(self) -> set[int]:
-        """Pids of every process the server started (kernels included), from /proc or psutil."""
-        if self.proc is None:
-            return set()
+    def _descendants(self) -> dict[int, object]:
+        """Every process the server started (kernels included), pid -> ``psutil.Process`` (which tells a
+        process from a later one that reuses its pid)."""
+        if self.proc is None or self._psutil is None:
+            return {}
         try:
-            import psutil
-
-            return {p.pid for p in psutil.Process(self.proc.pid).children(recursive=True)}
-        except Exception:  # noqa: BLE001 - the server is gone, or no psutil
-            return set()
+            return {p.pid: p for p in self._psutil.Process(self.proc.pid).children(recursive=True)}
+        except Exception:  # noqa: BLE001 - the server is gone
+            return {}
 
     def stop(self, timeout: float = STOP_TIMEOUT_S) -> int | None:
-        """Stop the server and its kernels (clean shutdown first, then kill). Returns its exit code."""
+        """Stop the server and its kernels: ``POST /api/shutdown`` (the server shuts its kernels down),
+        then SIGTERM and SIGKILL to whatever is left. Returns the server's exit code."""
         if self.proc is None:
             return None
-        self._children |= self._descendants()
-        if self.proc.poll() is None:
-            try:
-                self.api("api/shutdown", method="POST", timeout=5)
-                self.proc.wait(timeout=timeout)
-            except Exception:  # noqa: BLE001 - no answer, or too slow: killed below
-                pass
-        self._children |= self._descendants()
-        if self.proc.poll() is None:
+        try:
+            self._children.update(self._descendants())  # before the server goes: kernels outlive it
+            if self.proc.poll() is None:
+                try:
+                    self.api("api/shutdown", method="POST", timeout=5)
+                    self.proc.wait(timeout=timeout)
+                except Exception:  # noqa: BLE001 - no answer, or too slow: ended below
+                    pass
+            self._children.update(self._descendants())
+            if self.proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(self.proc.pid, signal.SIGTERM)
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    self.proc.wait(timeout=5)
+        finally:  # whatever interrupted the clean part, nothing is left running
             with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                pass
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self.proc.wait(timeout=10)
-        for pid in self._children:  # kernels the clean shutdown did not end (each in its own session)
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(pid, signal.SIGKILL)
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.kill(pid, signal.SIGKILL)
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.proc.wait(timeout=10)
+            for child in self._children.values():  # kernels still there (each runs in a session of its own)
+                with contextlib.suppress(Exception):
+                    if child.is_running():  # the same process, not a later one with its pid
+                        child.kill()
         return self.proc.returncode
 
     def alive_children(self) -> list[int]:
-        """Processes the server started that still exist (after :meth:`stop`: should be none)."""
+        """Pids of the processes the server started that still run (after :meth:`stop`: none)."""
         alive = []
-        for pid in sorted(self._children | self._descendants()):
-            try:
-                os.kill(pid, 0)
-            except ProcessLookupError:
-                continue
-            except PermissionError:
-                pass
-            try:  # a zombie is gone for good; only its parent has not reaped it yet
-                if Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
-                    continue
-            except (OSError, IndexError):
-                pass
-            alive.append(pid)
+        for pid, child in sorted({**self._children, **self._descendants()}.items()):
+            with contextlib.suppress(Exception):  # gone: psutil.NoSuchProcess
+                if child.is_running() and child.status() != "zombie":  # a zombie is over, just not reaped
+                    alive.append(pid)
         return alive
 
     def __enter__(self) -> LabServer:
@@ -440,13 +436,15 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     server = LabServer(plan.folder, env=lab_environment(plan.store), port=args.port or None, host=args.ip,
                        log=plan.folder / "jupyterlab.log", start_timeout=args.start_timeout)
-    stopping = []
 
-    def _terminate(signum, _frame):
-        stopping.append(signum)
+    def _stop_asked(_signum, _frame):
+        # the first Ctrl-C or SIGTERM stops; later ones (a second Ctrl-C, the copy `make` or `timeout` passes
+        # on) are ignored so that they cannot cut the (bounded) shutdown short
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         raise KeyboardInterrupt
 
-    previous = signal.signal(signal.SIGTERM, _terminate)
+    previous = {sig: signal.signal(sig, _stop_asked) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         server.start()
         first = plan.notebooks[0].path.relative_to(plan.folder).as_posix() if plan.notebooks else ""
@@ -458,15 +456,19 @@ def main(argv: list[str] | None = None) -> int:
         print(f"JupyterLab exited with code {server.proc.returncode if server.proc else '?'} (log: {server.log})")
         return 0 if server.proc is not None and server.proc.returncode == 0 else 1
     except KeyboardInterrupt:
-        print("\nstopping JupyterLab and its kernels ...", flush=True)
+        print(f"\nstopping JupyterLab and its kernels (at most {STOP_TIMEOUT_S + 15} s) ...", flush=True)
         return 0
     except RuntimeError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     finally:
-        server.stop()
-        signal.signal(signal.SIGTERM, previous)
-
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        try:
+            server.stop()
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
 
 def importlib_missing(module: str) -> bool:
     import importlib.util
