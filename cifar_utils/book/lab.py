@@ -10,7 +10,7 @@ they are, a chapter would start hours of training. So the lab opens copies, writ
   when it was run with the parameters this profile gives now (papermill records them in the
   notebook's metadata), else
 * the committed notebook with the same parameters injected as papermill would inject them (the cell
-  tagged ``injected-parameters``, :func:`cifar_utils.book.runner.kernel_parameters`).
+  tagged ``injected-parameters``, ``cifar_utils.book.runner.kernel_parameters``).
 
 Either way a chapter run cell by cell gets the book's parameters, and its runs come from the store the
 runner used: ``CIFAR_UTILS_RUNS`` when set, else ``runs/<profile>`` (the server's kernels inherit it).
@@ -59,7 +59,7 @@ LAB_NOTE_TAG = "lab-note"
 
 def runs_store(root: Path | str, profile: str) -> Path:
     """The results store the book's kernels use for ``profile``: ``$CIFAR_UTILS_RUNS``, else
-    ``<root>/runs/<profile>`` (:func:`cifar_utils.book.runner.kernel_environment`)."""
+    ``<root>/runs/<profile>`` (``cifar_utils.book.runner.kernel_environment``)."""
     return Path(kernel_environment(Path(root), profile)["CIFAR_UTILS_RUNS"]).resolve()
 
 
