@@ -54,19 +54,33 @@ window.__t = (() => {
   const cell = tag => panel().content.widgets.find(c => (c.model.getMetadata('tags') || []).includes(tag));
   const kernelIdle = () => { const s = panel().sessionContext.session; return s && s.kernel && s.kernel.status === 'idle'; };
   const hex = buf => [...new Uint8Array(buf)].map(b => b.toString(16).padStart(2, '0')).join('');
+  async function pictures(node) {  // SHA-256 of every picture in the cell's outputs; null if one was replaced
+    const hashes = [];               // while being read (an Image widget revokes its old blob: URL)
+    for (const img of [...node.querySelectorAll('.jp-OutputArea-output img')].filter(i => i.src)) {
+      try {
+        hashes.push(hex(await crypto.subtle.digest('SHA-256', await (await fetch(img.src)).arrayBuffer())));
+      } catch (e) {
+        return null;
+      }
+    }
+    return hashes;
+  }
   async function snapshot(tag) {
     const node = cell(tag).node;
-    const imgs = [...node.querySelectorAll('.jp-OutputArea-output img')].filter(i => i.src);
-    const hashes = [];
-    for (const img of imgs) {
-      const bytes = await (await fetch(img.src)).arrayBuffer();
-      hashes.push(hex(await crypto.subtle.digest('SHA-256', bytes)));
-    }
+    let hashes = await pictures(node);
+    while (hashes === null) { await sleep(100); hashes = await pictures(node); }
     const html = [...node.querySelectorAll('.widget-html-content')].map(e => e.textContent.trim());
     const readouts = [...node.querySelectorAll('.widget-readout')].map(e => e.textContent.trim());
     const selects = [...node.querySelectorAll('.widget-dropdown select')].map(s => s.value);
     return {images: hashes.length, hashes, html, readouts, selects,
             widgets: node.querySelectorAll('.jupyter-widgets').length};
+  }
+  async function rendered(tag, ms) {  // the explorer's view once its widgets show a picture (views render
+    const end = Date.now() + ms;      // after the cell's reply); as it is after `ms` milliseconds otherwise
+    let now = await snapshot(tag);
+    while (now.images === 0 && Date.now() < end) { await sleep(200); now = await snapshot(tag); }
+    await sleep(300);
+    return await snapshot(tag);
   }
   function control(tag, kind, label) {  // kind: 'slider' | 'dropdown'; label: the widget's description
     const boxes = [...cell(tag).node.querySelectorAll(kind === 'slider' ? '.widget-slider' : '.widget-dropdown')];
@@ -125,11 +139,12 @@ window.__t = (() => {
     });
     return {title: p.title.label, kernel: kernel.name};
   }
-  async function settled(tag, before, key, ms) {  // wait until the view's `key` differs from `before` and the
-    const end = Date.now() + ms;                  // kernel is idle; {changed: false} after `ms` milliseconds
+  async function settled(tag, before, keys, ms) {  // wait until each of the view's `keys` differs from
+    const end = Date.now() + ms;                   // `before` and the kernel is idle; {changed: false} after `ms`
+    const differs = now => keys.every(k => JSON.stringify(now[k]) !== JSON.stringify(before[k]));
     while (Date.now() < end) {
       const now = await snapshot(tag);
-      if (JSON.stringify(now[key]) !== JSON.stringify(before[key]) && kernelIdle()) {
+      if (differs(now) && kernelIdle()) {
         await sleep(500);  // a second, stacked output would have arrived by now
         if (kernelIdle()) return Object.assign(await snapshot(tag), {changed: true});
       }
@@ -137,7 +152,8 @@ window.__t = (() => {
     }
     return Object.assign(await snapshot(tag), {changed: false});
   }
-  return {snapshot, sliderGeometry, chooseNext, runCells, ready, settled, kernelIdle, kernelLog: () => kernelLog};
+  return {snapshot, rendered, sliderGeometry, chooseNext, runCells, ready, settled, kernelIdle,
+          kernelLog: () => kernelLog};
 })(); true
 """
 
@@ -185,10 +201,10 @@ class LabPage:
         widget's own view handles it from there."""
         return self.call("chooseNext", tag, label)
 
-    def settled(self, tag: str, before: dict, key: str = "hashes") -> dict:
-        """The explorer's view once ``key`` (``hashes``: its pictures, ``html``: its text) changed and the
-        kernel is idle; fails, showing the view, when nothing changed within UPDATE_TIMEOUT_S."""
-        now = self.call("settled", tag, before, key, UPDATE_TIMEOUT_S * 1000, timeout=UPDATE_TIMEOUT_S + 30)
+    def settled(self, tag: str, before: dict, keys: tuple[str, ...] = ("hashes",)) -> dict:
+        """The explorer's view once each of ``keys`` (``hashes``: its pictures, ``html``: its text) changed
+        and the kernel is idle; fails, showing the view, when that did not happen within UPDATE_TIMEOUT_S."""
+        now = self.call("settled", tag, before, list(keys), UPDATE_TIMEOUT_S * 1000, timeout=UPDATE_TIMEOUT_S + 30)
         if not now.pop("changed"):
             raise AssertionError(f"{tag}: the view did not change within {UPDATE_TIMEOUT_S} s after its control "
                                  f"was moved\n  before: {before}\n  after:  {now}")
@@ -242,7 +258,8 @@ def live(tmp_path_factory) -> dict:
             seen["ready"] = page.call("ready", timeout=LOAD_TIMEOUT_S)
             seen["cells"] = page.call("runCells", None, timeout=RUN_TIMEOUT_S)
             seen["ran_s"] = time.monotonic() - t0
-            snap = {tag: page.call("snapshot", f"explorer-{tag}") for tag in ("history", "cam", "landscape", "pruning")}
+            snap = {tag: page.call("rendered", f"explorer-{tag}", UPDATE_TIMEOUT_S * 1000, timeout=UPDATE_TIMEOUT_S + 30)
+                    for tag in ("history", "cam", "landscape", "pruning")}
             seen["initial"] = snap
 
             seen["history_metric"] = page.choose_next("explorer-history", "metric")
@@ -254,7 +271,7 @@ def live(tmp_path_factory) -> dict:
             page.drag_slider("explorer-landscape", "smoothing")
             seen["landscape"] = page.settled("explorer-landscape", snap["landscape"])
             page.drag_slider("explorer-pruning", "pruned %")
-            seen["pruning"] = page.settled("explorer-pruning", snap["pruning"], "html")
+            seen["pruning"] = page.settled("explorer-pruning", snap["pruning"], ("html", "hashes"))
             cells = page.call("runCells", ["state"], timeout=RUN_TIMEOUT_S)
             state = next(c for c in cells if "state" in c["tags"])
             seen["state"] = json.loads(state["outputs"][0]["text"])
