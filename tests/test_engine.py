@@ -30,7 +30,7 @@ from cifar_utils.engine import (
 )
 from cifar_utils.engine import evaluate
 from cifar_utils.engine import loop as engine_loop
-from cifar_utils.engine import parallel
+from cifar_utils.engine import batch, parallel
 from cifar_utils.engine import store as st
 from cifar_utils.engine.testing import tiny_config
 from cifar_utils.models import create_model
@@ -506,8 +506,8 @@ def test_progress_bar_log_mode(tmp_path, monkeypatch, capsys):
 
 def test_run_many_in_two_processes(tmp_path, monkeypatch):
     loaded = []
-    real_load = parallel.load_for_config
-    monkeypatch.setattr(parallel, "load_for_config", lambda c: (loaded.append(c), real_load(c))[1])
+    real_load = batch.load_for_config
+    monkeypatch.setattr(batch, "load_for_config", lambda c: (loaded.append(c), real_load(c))[1])
     good = [config(epochs=1, seed=10), config(epochs=1, seed=11)]
     broken = config(epochs=1, seed=12, model_options={"width": -1})  # fails when the model is built
     with pytest.raises(RunManyError) as info:
@@ -534,8 +534,8 @@ def test_run_many_prefetches_each_data_spec_once(monkeypatch):
         if c.data_root == "/nowhere":
             raise FileNotFoundError("no data")  # left for the workers to report
 
-    monkeypatch.setattr(parallel, "load_for_config", load)
-    parallel._prefetch_data([config(seed=1), config(seed=2, train_size=32), config(source="sample"),
+    monkeypatch.setattr(batch, "load_for_config", load)
+    batch.prefetch_data([config(seed=1), config(seed=2, train_size=32), config(source="sample"),
                              config(data_root="/nowhere"), config(data_root="/nowhere", seed=5),
                              config(dataset="cifar10"), config(dataset="cifar10", seed=7)])
     assert loaded == [("tiny_random", "auto", None), ("tiny_random", "sample", None),
