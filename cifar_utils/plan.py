@@ -383,6 +383,8 @@ def settling_arms(chapters: Mapping[str, ChapterRuns], seeds: Sequence[int] = SE
         if not claim.settle or claim.chapter not in chapters:
             continue
         for arm in claim.arms(chapters[claim.chapter]).values():
+            if arm is None:  # not planned under these parameters (chapter 6 without its ResNet part, say)
+                continue
             configs = {c.replace(seed=s).key(): c.replace(seed=s) for c in arm.configs[:1] for s in seeds}
             yield claim.id, Arm(arm.chapter, arm.path, arm.label, tuple(configs.values()), arm.records)
 
