@@ -6,10 +6,11 @@ PY := $(VENV)/bin/python
 PROFILE ?= smoke
 CHAPTERS ?=
 CELL_TIMEOUT ?=
+JOBS ?=
 PYTEST_ARGS ?=
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install book test clean
+.PHONY: install book train test clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -20,6 +21,11 @@ install: $(STAMP)
 
 book: $(STAMP)
 	$(PY) -m cifar_utils.book --profile $(PROFILE) $(if $(CHAPTERS),--chapters $(CHAPTERS)) $(if $(CELL_TIMEOUT),--cell-timeout $(CELL_TIMEOUT))
+
+# The GPU path: train every run of the plan first (longest first, resumable), then `make book PROFILE=...`
+# renders from the store and trains nothing. JOBS: runs at once.
+train: $(STAMP)
+	$(PY) -m cifar_utils.train --profile $(PROFILE) $(if $(CHAPTERS),--chapters $(CHAPTERS)) $(if $(JOBS),--jobs $(JOBS))
 
 test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)

@@ -300,3 +300,14 @@ def test_an_interrupted_train_resumes_where_it_stopped(tmp_path):
     assert len(runs) == 2 and all(r.status == "finished" and len(r.history) == 40 for r in runs.values())
     resumed = runs[stopped[0].name]
     assert resumed.info["sessions"] == 2 and resumed.info["resumed_from"] >= 2
+
+
+@pytest.mark.slow
+def test_after_train_the_smoke_book_trains_nothing(smoke_book):
+    """The smoke_book fixture runs ``train --profile smoke`` first: the store then holds exactly the plan's
+    runs, and building the whole book creates or modifies none of them."""
+    _, runs_dir, result = smoke_book
+    assert [c.chapter for c in result.failed] == []
+    planned = {r.name for r in plan.for_profile("smoke", ROOT).runs}
+    assert set(result.store_before) == planned
+    assert result.store_after == result.store_before
