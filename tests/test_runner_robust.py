@@ -347,6 +347,8 @@ def test_sliced_channel_returns_messages_and_times_out_like_the_plain_one(monkey
         return waited, msg
 
     waited, msg = asyncio.run(scenario())
-    assert 0.25 <= waited < 2 and msg["msg_type"] == "execute_reply" and msg["content"] == {"status": "ok"}
+    # it waited out its timeout (at least 0.3 s, to the poll's ms resolution); the upper bound only
+    # guards against an endless wait (the hang of #9), it is no speed claim
+    assert 0.25 <= waited < 120 and msg["msg_type"] == "execute_reply" and msg["content"] == {"status": "ok"}
     manager = kernel.watched_kernel_manager()()
     assert manager.client_factory is kernel.SlicedKernelClient
