@@ -9,8 +9,8 @@ copied to this checkout's ``_build/screenshots/`` for people to look at.
 At a laptop's 1280x800 viewport, no table of the Claims page and none of a chapter's Verdicts section is
 wider than the page's content column (issue #27: the ledger scrolled sideways), with the ``<details>``
 blocks closed (as a reader first sees the page) and all opened; the Verdicts sections get a screenshot of
-their own (``<chapter>-verdicts.png``) and the Claims page one with its details open
-(``claims-details-open.png``).
+their own with the details open (``<chapter>-verdicts.png``), and so does the Claims page's article
+(``claims-details-open.png``; ``claims.png`` shows it as first seen).
 
 Chromium is driven over the DevTools protocol through ``--remote-debugging-pipe`` (two pipes, JSON
 messages ending in NUL): no Python package beyond the standard library. Debian's ``chromium`` is used;
@@ -526,7 +526,7 @@ def test_status_page_links_every_screenshot(visited, built_book):
 
 @pytest.fixture(scope="module")
 def mini_book(tmp_path_factory) -> tuple[Path, str]:
-    """A two-page book rendered with the real _config.yml and book/_vendor: a notebook with saved widget
+    """A two-page book rendered with the real _config.yml, book/_vendor and book/_static: a notebook with saved widget
     state (tests/html_fixture/widgets.ipynb) and the API page. Returns (output folder, jupyter-book's log)."""
     out = tmp_path_factory.mktemp("mini_book")
     src = out / "src"
@@ -534,7 +534,8 @@ def mini_book(tmp_path_factory) -> tuple[Path, str]:
     shutil.copy2(ROOT / "_config.yml", src / "_config.yml")
     for name in ("references.bib", "api.md"):
         shutil.copy2(ROOT / "book" / name, src / "book" / name)
-    shutil.copytree(ROOT / "book" / "_vendor", src / "book" / "_vendor")
+    for static in ("_vendor", "_static"):  # both in the config's html_static_path
+        shutil.copytree(ROOT / "book" / static, src / "book" / static)
     shutil.copy2(Path(__file__).parent / "html_fixture" / "widgets.ipynb", src / "book" / "widgets.ipynb")
     (src / "_toc.yml").write_text("format: jb-book\nroot: book/widgets\nchapters:\n  - file: book/api\n")
     jb = Path(sys.executable).with_name("jupyter-book")
