@@ -266,7 +266,8 @@ def test_smoke_ledger_on_an_empty_store_reads_inconclusive(tmp_path):
     md = cl.markdown(results)
     assert md.count("\n") == len(results) + 1 and "[02_ablations](02_ablations.html)" in md
     page = cl.html_table(results)
-    assert page.count("<tr>") == len(results) + 1 and '<a href="02_ablations.html">02_ablations</a>' in page
+    assert page.count("<tr>") == len(results) + 1 and '<a href="02_ablations.html" title="02_ablations">02</a>' in page
+    assert '<a href="02_ablations.html" title="02_ablations">02_ablations</a>, Verdicts' in page  # in the details
     assert "CE &gt; BCE &gt; MSE &gt; Huber" in page and "06_dessilbi.html" in page
     assert set(cl.table(results)["verdict"]) == {cl.INCONCLUSIVE}
 
@@ -281,6 +282,38 @@ def test_gpu_hours_project_every_arm_with_the_settling_seeds():
     assert hours == pytest.approx(expected)
     bn = cl.gpu_hours(claim("bn_smoother"), plan.chapter("05_batchnorm", chapter_parameters(ROOT, "05_batchnorm", "full")))
     assert bn == pytest.approx(4 * 20 * one_epoch * (1 / MEASURED["vgg_a"] + 1 / MEASURED["vgg_a_bn"]))  # runs once
+
+
+def test_html_ledger_is_a_narrow_table_with_every_detail_one_click_away(tmp_path):
+    """#27: the table holds only short cells (claim, chapter, verdict, effect, interval); everything else the
+    old wide table showed (reason, rule, measure, noise, runs, GPU hours, section) is in a <details> per claim."""
+    import re
+    from html import escape
+
+    results = cl.ledger("smoke", root=ROOT, store=RunStore(tmp_path / "runs"))
+    page = cl.html_table(results)
+    table, rest = page.split("</table>", 1)
+    assert re.findall(r"<th>(.*?)</th>", table) == ["claim", "chapter", "verdict", "effect", "95 % interval"]
+    assert rest.count('<details class="claim-details"') == len(results) == table.count('<tr>') - 1
+    for r in results:
+        o, c = r.outcome, r.claim
+        assert f'href="#claim-{c.id}"' in table
+        assert f'<span class="claim-verdict verdict-inconclusive" title="{escape(o.reason)}">inconclusive</span>' in table
+        shown = re.sub(r"<[^>]+>", "", table)  # the text a reader sees (the reason is the verdict's tooltip)
+        assert escape(o.reason) not in shown and escape(c.rule_text) not in shown  # the long texts: below
+        block = rest.split(f'id="claim-{c.id}"', 1)[1].split("</details>", 1)[0]
+        for text in (c.sentence, o.reason, c.rule_text, c.measure, o.noise, c.section, c.id, c.chapter,
+                     *r.runs_text().split(" | ")):
+            assert escape(text) in block, (c.id, text)
+        assert f"{r.gpu_hours:.1f} ({len(plan.SETTLE_SEEDS)} seeds per model, projected)" in block
+    # a chapter's Verdicts (links=False): no chapter column; without details the id stays in the table
+    short = cl.html_table(results[:2], links=False, details=False)
+    assert re.findall(r"<th>(.*?)</th>", short) == ["claim", "verdict", "effect", "95 % interval"]
+    assert "<details" not in short and f"<code>{results[0].claim.id}</code>" in short
+    from cifar_utils.claims.render import _verdict_html
+
+    words = {v: _verdict_html(v) for v in cl.VERDICTS}  # the word itself is always there, colour or not
+    assert all(f">{v}</span>" in html and "verdict-" in html for v, html in words.items())
 
 
 def test_check_findings_live_in_tables_only():

@@ -17,11 +17,11 @@ from .judge import (CONTRADICTED, EQUIVALENCE_MARGIN, INCONCLUSIVE, SUPPORTED, V
                     bn_rule, difference, equivalent, judge, judge_equivalent, lags, not_worse, ordered, pruning_safe,
                     seed_spread, t975)
 from .ledger import Result, chapter_params, evaluate, evaluate_chapter, gpu_hours, ledger
-from .render import html_table, markdown, sentences, show, summary, table
+from .render import html_details, html_table, markdown, sentences, show, summary, table
 
 __all__ = [
     "CLAIMS", "Claim", "chapters", "claim_by_id", "claims", "CONTRADICTED", "EQUIVALENCE_MARGIN", "INCONCLUSIVE",
     "SUPPORTED", "VERDICTS", "Outcome", "SeedSpread", "beats", "bn_rule", "difference", "equivalent", "judge",
-    "judge_equivalent", "lags", "not_worse", "ordered", "pruning_safe", "seed_spread", "t975", "Result", "chapter_params", "evaluate", "evaluate_chapter", "gpu_hours", "ledger", "html_table",
+    "judge_equivalent", "lags", "not_worse", "ordered", "pruning_safe", "seed_spread", "t975", "Result", "chapter_params", "evaluate", "evaluate_chapter", "gpu_hours", "ledger", "html_details", "html_table",
     "markdown", "sentences", "show", "summary", "table",
 ]
