@@ -6,12 +6,13 @@ PY := $(VENV)/bin/python
 PROFILE ?= smoke
 CHAPTERS ?=
 CELL_TIMEOUT ?=
+JOBS ?=
 PYTEST_ARGS ?=
 PORT ?=
 LAB_ARGS ?=
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install book lab test clean
+.PHONY: install book train lab test clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -22,6 +23,11 @@ install: $(STAMP)
 
 book: $(STAMP)
 	$(PY) -m cifar_utils.book --profile $(PROFILE) $(if $(CHAPTERS),--chapters $(CHAPTERS)) $(if $(CELL_TIMEOUT),--cell-timeout $(CELL_TIMEOUT))
+
+# The GPU path: train every run of the plan first (longest first, resumable), then `make book PROFILE=...`
+# renders from the store and trains nothing. JOBS: runs at once.
+train: $(STAMP)
+	$(PY) -m cifar_utils.train --profile $(PROFILE) $(if $(CHAPTERS),--chapters $(CHAPTERS)) $(if $(JOBS),--jobs $(JOBS))
 
 # JupyterLab on the chapters with the parameters and the results store of the last `make book` (same PROFILE)
 lab: $(STAMP)

@@ -16,13 +16,13 @@ Parts (``--parts``, default all):
    and for ResNet-18, 4 runs at once through ``run_many(jobs=4)`` (total images/s, the sum of the
    four runs' median epoch speeds, epoch 1 left out). Every figure is also given as a ratio to the
    report's setup measured in this same process.
-2. ``projection``: GPU hours of the full profile (``params/full.yaml``), per chapter: each run's
-   epochs x training images / the speed of its model in a mode. A chapter's runs come from its
-   notebook's parameters (defaults, then the profile's values) through :mod:`cifar_utils.experiments`
-   (see :data:`CHAPTER_RUNS`). Speeds: part 1's where it measured the model; else the model is timed
-   here in the engine's default mode (``--project-steps``) and the other modes are scaled by the mean
-   ratio part 1 measured for them (marked as estimated). "4 at once" is used only for ResNet-18,
-   where it was measured.
+2. ``projection``: GPU hours of the full profile (``params/full.yaml``): every run of its plan
+   (:mod:`cifar_utils.plan`, chapters 1-6, each distinct run once; the claims' settling seeds apart),
+   each run's projected time (:func:`cifar_utils.projection.run_seconds`) at the speed of its model in a
+   mode. Speeds: part 1's where it measured the model; else the model is timed here in the engine's
+   default mode (``--project-steps``; else the committed table :data:`cifar_utils.projection.MEASURED`)
+   and the other modes are scaled by the mean ratio part 1 measured for them (marked as estimated).
+   "4 at once" is used only for ResNet-18, where it was measured.
 3. ``accuracy``: ResNet-18, 15 epochs, cosine schedule, on the CIFAR-10 JPEG copy (``--data``),
    fp32 against the default mode, same seed, both through ``run_many(jobs=2)``: final test accuracies
    side by side (the goal: within about 0.5 point).
@@ -298,82 +298,54 @@ def concurrent_runs(spec: dict) -> dict:
 
 # --- part 2: projection --------------------------------------------------------------------------
 
-def _data(params: dict):
-    from cifar_utils.experiments import DataChoice
+def chapter_plan(profile_path: Path):
+    """The plan of the profile (:func:`cifar_utils.plan.for_profile`): every run of chapters 1-6, and the
+    claims' settling seeds apart. The one list of runs; this script keeps none of its own."""
+    from cifar_utils import plan
 
-    return DataChoice(source=params.get("source", "auto"), data_root=params.get("data_root"),
-                      train_size=params.get("train_size"), test_size=params.get("test_size"))
-
-
-def _protocol_runs(params: dict) -> list:
-    from cifar_utils.experiments import protocol_configs
-
-    configs = protocol_configs(params["models"], epochs=params["epochs"], batch_size=params["batch_size"],
-                               seeds=params["seeds"], data=_data(params))
-    return [c for runs in configs.values() for c in runs]
+    profile_path = Path(profile_path)
+    return plan.for_profile(profile_path.stem, root=profile_path.resolve().parent.parent)
 
 
-def _sweep_runs(params: dict) -> list:
-    from cifar_utils.experiments import DEFAULT_OPTIMIZER_LRS, sweep_configs, training_choice_base
-
-    lrs = params.get("optimizer_lrs") or DEFAULT_OPTIMIZER_LRS
-    base = training_choice_base(epochs=params["epochs"], batch_size=params["batch_size"],
-                                lr=lrs.get("adam", DEFAULT_OPTIMIZER_LRS["adam"]), data=_data(params),
-                                seed=params.get("seed", 0))
-    configs = [*sweep_configs("activation", base, params.get("activations")).values(),
-               *sweep_configs("loss", base, params.get("losses")).values(),
-               *sweep_configs("optimizer", base, params.get("optimizers"), lrs=lrs).values()]
-    unique = {c.name: c for c in configs}
-    return list(unique.values())
+def _model_datasets(runs) -> dict[str, str]:
+    """Each model of the runs and the dataset it trains on (the synthetic images take its shape)."""
+    return {r.config.model: r.config.dataset for r in runs}
 
 
-def _best_model_runs(params: dict) -> list:
-    """Chapter 4 trains only the Cutout run: its ResNet-18 and WRN-28-10 are chapter 1's."""
-    from cifar_utils.experiments import best_model_configs
+def _mode_hours(runs, speeds: dict, mode: str, jobs_at_once: int) -> float | None:
+    """GPU hours of ``runs`` in ``mode``: each run's projected time (:func:`cifar_utils.projection.run_seconds`)
+    at its model's speed in the mode; None when a model has no speed for it. "concurrent4": the models part 1
+    measured N at a time run at that total speed when there are at least N of them, the others at default;
+    "best": the fastest engine mode per run."""
+    from cifar_utils.projection import run_seconds
 
-    configs = best_model_configs(epochs=params["epochs"], batch_size=params["batch_size"], data=_data(params),
-                                 seed=params.get("seed", 0), cutout=params.get("cutout", 16))
-    return [configs["wrn28_10_cutout"]]
-
-
-def _batchnorm_runs(params: dict) -> list:
-    from cifar_utils.experiments import batchnorm_configs
-
-    configs = batchnorm_configs(lrs=params["lrs"], epochs=params["epochs"], batch_size=params["batch_size"],
-                                data=_data(params), seed=params.get("seed", 0))
-    return [c for by_lr in configs.values() for c in by_lr.values()]
-
-
-#: Chapter -> its runs from its parameters (notebook defaults updated with the profile's values), the
-#: same calls its notebook makes. A chapter missing here is listed as "not projected"; add a line.
-CHAPTER_RUNS: dict[str, Callable[[dict], list]] = {
-    "01_architectures": _protocol_runs,
-    "02_ablations": _protocol_runs,
-    "03_training_choices": _sweep_runs,
-    "04_gradcam_best_model": _best_model_runs,
-    "05_batchnorm": _batchnorm_runs,
-}
+    counts = Counter(r.config.model for r in runs)
+    total = 0.0
+    for r in runs:
+        modes = dict(speeds.get(r.config.model, {}).get("modes", {}))
+        if counts[r.config.model] < jobs_at_once:  # not enough such runs to fill N processes
+            modes.pop("concurrent4", None)
+        if mode == "best":
+            v = max((v for m, v in modes.items() if m != "report"), default=None)
+        elif mode == "concurrent4":
+            v = modes.get("concurrent4") or modes.get("default")
+        else:
+            v = modes.get(mode)
+        if not v:
+            return None
+        total += run_seconds(r.config, images_per_s=v)
+    return total / 3600
 
 
-def chapter_plan(profile_path: Path) -> list[dict]:
-    """Each chapter of the profile: its parameters, and its runs (None when not known here)."""
-    from cifar_utils.book import load_profile
-    from cifar_utils.book.params import chapter_parameters
-
-    profile = load_profile(profile_path)
-    plan = []
-    for chapter in (profile.get("chapters") or {}):
-        params = chapter_parameters(ROOT, chapter, profile_path)
-        builder = CHAPTER_RUNS.get(chapter)
-        plan.append({"chapter": chapter, "jobs": int(params.get("jobs", 1)),
-                     "runs": builder(params) if builder else None})
-    return plan
+PROJECTION_MODES = (*MODES, "concurrent4", "best")
 
 
 def part_projection(sizes: Sizes, device, results: dict, part: dict, profile_path: Path) -> None:
-    """GPU hours of the full profile per chapter and mode (see the module doc)."""
+    """GPU hours of the profile's plan per chapter and mode, the book's total over its distinct runs, and the
+    claims' settling seeds apart (see the module doc)."""
     import train_throughput as tt
     from cifar_utils.engine.runtime import resolve_channels_last, resolve_precision
+    from cifar_utils.projection import MEASURED, SOURCE
 
     thr = results["parts"].get("throughput") or {}
     measured: dict[str, dict[str, float]] = {}
@@ -393,9 +365,9 @@ def part_projection(sizes: Sizes, device, results: dict, part: dict, profile_pat
     jobs_at_once = int(conc.get("jobs") or sizes.concurrent_jobs)
     speeds: dict[str, dict] = {}  # model -> {"modes": {mode: img/s}, "how": ...}
     precision, channels_last = resolve_precision("auto", device), resolve_channels_last(None, device)
-    ds = None
+    data: dict[str, object] = {}
     budget_end = time.monotonic() + sizes.project_budget
-    for model in dict.fromkeys(c.model for ch in plan for c in (ch["runs"] or [])):
+    for model, dataset in _model_datasets([*plan.runs, *plan.settling]).items():
         if model in measured:
             speeds[model] = {"modes": dict(measured[model]), "how": "measured (part 1)"}
             continue
@@ -406,12 +378,13 @@ def part_projection(sizes: Sizes, device, results: dict, part: dict, profile_pat
         if sizes.project_steps > 0 and time.monotonic() > budget_end:
             how = f"not timed: the projection's {sizes.project_budget} s for timing models were spent"
         elif sizes.project_steps > 0:
-            if ds is None:
-                ds = tt.synthetic_dataset("cifar10", sizes.images)
+            if dataset not in data:
+                data[dataset] = tt.synthetic_dataset(dataset, sizes.images)
             print(f"[projection] timing {model} in the default mode", flush=True)
             try:
                 with time_limit(max(10.0, budget_end - time.monotonic() + 30)):
-                    default = tt.measure("default", tt.engine_batches(ds, sizes.batch_size, device, channels_last),
+                    default = tt.measure("default", tt.engine_batches(data[dataset], sizes.batch_size, device,
+                                                                      channels_last),
                                          model=model, device=device, batch_size=sizes.batch_size,
                                          steps=sizes.project_steps, warmup=sizes.project_warmup,
                                          precision=precision, channels_last=channels_last)["img_s"]
@@ -421,49 +394,27 @@ def part_projection(sizes: Sizes, device, results: dict, part: dict, profile_pat
                 how = f"timing failed: {_one_line(exc)}"
         else:
             how = "not measured"
+        if default is None and model in MEASURED:
+            default = MEASURED[model]
+            how += f"; default from cifar_utils.projection ({SOURCE.split(';')[0]}), other modes scaled (estimated)"
         modes = {"default": default} if default else {}
         for mode, factor in scale.items():
             if default and factor:
                 modes[mode] = default * factor
         speeds[model] = {"modes": modes, "how": how}
 
-    rows = []
-    for ch in plan:
-        row = {"chapter": ch["chapter"], "jobs": ch["jobs"]}
-        if ch["runs"] is None:
-            row["note"] = "not projected: no run list for this chapter (bench/gpu_check.py CHAPTER_RUNS)"
-            rows.append(row)
-            continue
-        row["runs"] = len(ch["runs"])
-        row["epochs"] = sum(c.epochs for c in ch["runs"])
-        counts = Counter(c.model for c in ch["runs"])
-        hours: dict[str, float | None] = {}
-        for mode in (*MODES, "concurrent4", "best"):
-            total = 0.0
-            for c in ch["runs"]:
-                modes = dict(speeds.get(c.model, {}).get("modes", {}))
-                if counts[c.model] < jobs_at_once:  # not enough such runs to fill N processes
-                    modes.pop("concurrent4", None)
-                if mode == "best":
-                    v = max((v for m, v in modes.items() if m != "report"), default=None)
-                elif mode == "concurrent4":
-                    v = modes.get("concurrent4") or modes.get("default")
-                else:
-                    v = modes.get(mode)
-                if not v:
-                    total = math.nan
-                    break
-                total += c.epochs * (c.train_size or CIFAR10_TRAIN) / v / 3600
-            hours[mode] = None if math.isnan(total) else total
-        row["hours"] = hours
-        row["no_speed"] = sorted({c.model for c in ch["runs"] if not speeds.get(c.model, {}).get("modes")})
-        row["best_vs_report"] = hours["report"] / hours["best"] if hours["report"] and hours["best"] else None
-        rows.append(row)
-    totals = {mode: sum(r["hours"][mode] for r in rows if r.get("hours"))
-              if all(r.get("hours", {}).get(mode) is not None for r in rows if "hours" in r) else None
-              for mode in (*MODES, "concurrent4", "best")}
-    part.update(profile=str(profile_path), rows=rows, totals=totals, speeds=speeds, scale_vs_default=scale,
-                concurrent_jobs=jobs_at_once)
+    def row(name: str, runs) -> dict:
+        hours = {mode: _mode_hours(runs, speeds, mode, jobs_at_once) for mode in PROJECTION_MODES}
+        return {"chapter": name, "runs": len(runs), "epochs": sum(r.config.epochs for r in runs), "hours": hours,
+                "no_speed": sorted({r.config.model for r in runs if not speeds.get(r.config.model, {}).get("modes")}),
+                "best_vs_report": hours["report"] / hours["best"] if hours["report"] and hours["best"] else None}
+
+    rows = [row(name, [r for r in plan.runs if name in r.chapters]) for name in plan.chapters]
+    total = row("total", plan.runs)
+    settling = row("claims (settling seeds)", plan.settling) if plan.settling else None
+    part.update(profile=str(profile_path), rows=rows, total=total, settling=settling, totals=total["hours"],
+                speeds=speeds, scale_vs_default=scale, concurrent_jobs=jobs_at_once,
+                distinct_runs=len(plan.runs), chapter_uses=sum(r["runs"] for r in rows))
 
 
 # --- part 3: accuracy ----------------------------------------------------------------------------
@@ -557,26 +508,30 @@ def markdown(results: dict) -> str:
     lines += ["## 2. Projected GPU hours of the full profile", ""]
     if proj and proj.get("rows"):
         n = proj["concurrent_jobs"]
-        lines += [f"From `{Path(proj['profile']).name}`: each run's epochs x 50,000 images / its model's speed in "
-                  f"the mode, one run at a time, except the {n}-at-once column: runs of the model part 1 measured "
-                  f"{n} at a time (when the chapter has at least {n} of them) at that total speed, the others at "
-                  "their default speed. best = the fastest engine mode per run. Hours of one GPU.", "",
+        lines += [f"The plan of `{Path(proj['profile']).name}` (`cifar_utils.plan`): each run's epochs x (training "
+                  "images + a third of the evaluated images) / its model's speed in the mode, one run at a time, "
+                  f"except the {n}-at-once column: runs of the model part 1 measured {n} at a time (when there are "
+                  f"at least {n} of them) at that total speed, the others at their default speed. best = the fastest "
+                  "engine mode per run. A run shared by chapters counts in each chapter's row; the total counts "
+                  f"the {proj['distinct_runs']} distinct runs once ({proj['chapter_uses']} chapter uses). "
+                  "Hours of one GPU.", "",
                   f"| chapter | runs | epochs | report setup h | default h | compile h | {n} at once h | best h | "
                   "report / best |", "|---|---|---|---|---|---|---|---|---|"]
-        for r in proj["rows"]:
-            if "hours" not in r:
-                lines.append(f"| {r['chapter']} | {r['note']} | | | | | | | |")
-                continue
+
+        def table_row(r: dict, bold: bool = False) -> str:
             h = r["hours"]
-            name = r["chapter"] + (f" (no speed for {', '.join(r['no_speed'])})" if r.get("no_speed") else "")
-            lines.append(f"| {name} | {r['runs']} | {r['epochs']} | {_f(h['report'])} | {_f(h['default'])} | "
-                         f"{_f(h['compile'])} | {_f(h['concurrent4'])} | {_f(h['best'])} | "
-                         f"{_f(r['best_vs_report'], '.2f', 'x')} |")
-        t = proj["totals"]
-        ratio = t["report"] / t["best"] if t.get("report") and t.get("best") else None
-        lines += [f"| **total** | | | {_f(t['report'])} | {_f(t['default'])} | {_f(t['compile'])} | "
-                  f"{_f(t['concurrent4'])} | {_f(t['best'])} | {_f(ratio, '.2f', 'x')} |", "",
-                  "Speeds used: " + "; ".join(f"{m}: {s['how']}" for m, s in proj["speeds"].items()), ""]
+            name = f"**{r['chapter']}**" if bold else r["chapter"]
+            name += f" (no speed for {', '.join(r['no_speed'])})" if r.get("no_speed") else ""
+            return (f"| {name} | {r['runs']} | {r['epochs']} | {_f(h['report'])} | {_f(h['default'])} | "
+                    f"{_f(h['compile'])} | {_f(h['concurrent4'])} | {_f(h['best'])} | "
+                    f"{_f(r['best_vs_report'], '.2f', 'x')} |")
+
+        lines += [table_row(r) for r in proj["rows"]] + [table_row(proj["total"], bold=True)]
+        if proj.get("settling"):
+            lines += ["", "Apart, not part of the book's total: the claims' optional settling seeds "
+                          "(`python -m cifar_utils.train --settle`).", "", lines[-len(proj["rows"]) - 3],
+                      lines[-len(proj["rows"]) - 2], table_row(proj["settling"])]
+        lines += ["", "Speeds used: " + "; ".join(f"{m}: {s['how']}" for m, s in proj["speeds"].items()), ""]
     else:
         lines += [_status_line(proj), ""]
     acc = parts.get("accuracy")

@@ -43,8 +43,9 @@ it, so ``callbacks.pt`` of a finished run holds only the per-step values.
 
 Run identity: the callbacks do not change training, so they are not part of the run's key; a
 config finished in the store *without* these metrics (or with other probe settings) would be
-loaded without them. :func:`train_runs` checks each stored run and moves such runs aside (never
-deleting) before training them again with the metrics.
+loaded without them. :meth:`MetricsFactory.has_records` says whether a stored run holds them, so
+:func:`cifar_utils.engine.run_many` (given the factory as ``callbacks``) moves such runs aside (never
+deleting) and trains them again with the metrics.
 
 Display: :func:`smooth` is a centred moving average over ``window`` steps that skips NaNs (the
 window shrinks at the ends; ``window=1`` leaves the values unchanged). Bands (:func:`band`) smooth
@@ -64,8 +65,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .engine import Callback, Run, RunConfig, RunStore, TrainState, run_many
-from .engine import store as _store
+from .engine import Callback, Run, RunConfig, TrainState
 
 STEP_KEY = "bn_step_metrics"
 PROBE_KEY = "bn_probe"
@@ -335,7 +335,7 @@ class MetricsFactory:
             cbs.append(GradientProbe(self.probe_every, self.probe_factors))
         return cbs
 
-    def has_metrics(self, run: Run) -> bool:
+    def has_records(self, run: Run) -> bool:
         """Whether ``run`` (finished or diverged) holds what these callbacks record, with these settings."""
         states = run.callback_states or {}
         if STEP_KEY not in states or len(states[STEP_KEY]["step"]) == 0 or int(states[STEP_KEY]["step"][0]) != 1:
@@ -349,21 +349,6 @@ class MetricsFactory:
                 and tuple(probe.get("factors", ())) == tuple(float(f) for f in self.probe_factors))
 
 
-def train_runs(configs: Iterable[RunConfig], factory: MetricsFactory, *, jobs: int = 1,
-               runs_dir=None, progress: bool = True) -> list[Run]:
-    """``run_many`` with the chapter's callbacks. A run already in the store without these metrics
-    (trained without the callbacks, or with other probe settings) is moved aside
-    (``<name>.old-<time>``, nothing deleted) and trained again, so that every returned run has them."""
-    configs = list(configs)
-    store = RunStore(runs_dir)
-    for c in configs:
-        existing = store.get(c)
-        if existing is not None and existing.status in _store.DONE and not factory.has_metrics(existing):
-            print(f"{c.name}: stored without these metrics; moved aside and trained again")
-            _store.move_aside(existing.path)
-    return run_many(configs, jobs=jobs, runs_dir=store.root, progress=progress, callbacks=factory)
-
-
 # --- reading the stored values -----------------------------------------------------------------
 
 def step_metrics(run: Run) -> dict[str, np.ndarray]:
@@ -372,7 +357,7 @@ def step_metrics(run: Run) -> dict[str, np.ndarray]:
     states = run.callback_states or {}
     if STEP_KEY not in states:
         raise ValueError(f"run {run.name} has no per-step BN metrics (trained without StepMetrics); "
-                         "train it through bn_metrics.train_runs")
+                         "train it with callbacks=MetricsFactory(...)")
     state = states[STEP_KEY]
     values = np.asarray(state["values"], dtype=np.float64).reshape(-1, len(state["fields"]))
     out = {"step": np.asarray(state["step"], dtype=np.int64)}

@@ -19,14 +19,16 @@ every checkpoint, so a resumed run continues exactly). The bookkeeping needed *a
 the final support, the first-selected epochs and the path -- is the :class:`SLBIPath` callback's
 ``state_dict``: the engine saves it in every checkpoint (resume) and in the finished run's
 ``callbacks.pt`` (kept even when the checkpoint is dropped), and :meth:`SLBIPath.from_run` reads it
-back from a stored run. So train SLBI runs with an :class:`SLBIPath` callback (through
-:func:`cifar_utils.engine.run`; ``run_many`` does not pass callbacks).
+back from a stored run. So train SLBI runs with an :class:`SLBIPath` callback: ``run(config,
+callbacks=[SLBIPath()])``, or ``run_many(configs, callbacks=SLBIPathRecords())`` (what the plan does,
+:mod:`cifar_utils.plan`).
 """
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -185,6 +187,24 @@ class SLBIPath(Callback):
         if name not in self.first_epoch:
             raise ValueError(f"{name} was not coupled to a Gamma; coupled: {', '.join(self.first_epoch)}")
         return pruning_order(p.detach().cpu(), self.first_epoch[name])
+
+
+@dataclass(frozen=True)
+class SLBIPathRecords:
+    """The callbacks factory of an SLBI run: ``run_many(configs, callbacks=SLBIPathRecords())`` gives each
+    run an :class:`SLBIPath`. Picklable (sent to worker processes); :meth:`has_records` tells whether a
+    stored run holds the path (``run_many`` retrains a finished run that does not, see
+    :mod:`cifar_utils.engine.batch`)."""
+
+    evaluate_sparse: bool = True
+
+    def __call__(self, config) -> list[Callback]:
+        return [SLBIPath(self.evaluate_sparse)]
+
+    def has_records(self, run: Run) -> bool:
+        state = (run.callback_states or {}).get(CALLBACK_KEY)
+        return state is not None and bool(state.get("path")) and (
+            not self.evaluate_sparse or "sparse_test_acc" in state["path"][0])
 
 
 # --- pruning ---------------------------------------------------------------------------------------

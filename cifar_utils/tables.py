@@ -148,11 +148,53 @@ def sweep_table(runs: Mapping[str, Run]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def check_findings(sweep: str, table: pd.DataFrame, accuracy: str = "best_test_acc") -> pd.DataFrame:
-    """Moved to :func:`cifar_utils.claims.check_findings` (the claims ledger); kept as an alias."""
-    from .claims import check_findings as moved
+def _findings_order(table: pd.DataFrame, column: str, ascending: bool, among: Sequence[str] | None = None) -> list[str]:
+    t = table.dropna(subset=[column])
+    if among is not None:
+        t = t[t["variant"].isin(among)]
+    return list(t.sort_values(column, ascending=ascending)["variant"])
 
-    return moved(sweep, table, accuracy)
+
+def check_findings(sweep: str, table: pd.DataFrame, accuracy: str = "best_test_acc") -> pd.DataFrame:
+    """The report's observations for one sweep of chapter 3, each with the order the reproduced runs
+    give and whether it holds there, by order alone (no noise: the ledger's verdicts, :func:`cifar_utils.claims.evaluate`,
+    add that). A claim about variants that were not run is reported as 'not run'. ``accuracy`` is the
+    column the accuracy orders use (``lr_grid_table``'s ``test_acc_at_val_best`` for the tuned
+    optimizers)."""
+    checks: list[tuple[str, str, bool | None]] = []
+
+    def add(claim: str, order: list[str], holds: bool | None, needs: Sequence[str] = ()) -> None:
+        ran = len(order) > 1 and all(v in order for v in needs)
+        checks.append((claim, " > ".join(order) if order else "not run", bool(holds) if ran else None))
+
+    if sweep == "activation":
+        worst = _findings_order(table, accuracy, ascending=False)
+        add("Sigmoid lags far behind (lowest best test accuracy)", worst, worst and worst[-1] == "Sigmoid", ["Sigmoid"])
+        family = ["ReLU", "LeakyReLU", "ELU", "GELU"]
+        speed = _findings_order(table, "mean_train_loss", ascending=True, among=family)
+        add("LeakyReLU converges fastest among the ReLU family (lowest mean train loss)", speed,
+            speed and speed[0] == "LeakyReLU", ["LeakyReLU"])
+        add("ELU converges slowest among the ReLU family", speed, speed and speed[-1] == "ELU", ["ELU"])
+        steady = _findings_order(table, "test_jitter", ascending=True, among=family)
+        add("GELU is the steadiest on test (lowest test-accuracy jitter)", steady, steady and steady[0] == "GELU",
+            ["GELU"])
+    elif sweep == "loss":
+        order = _findings_order(table, accuracy, ascending=False)
+        expected = [v for v in ("CrossEntropy", "BCE", "MSE", "Huber") if v in order]
+        add("CE > BCE > MSE > Huber (best test accuracy)", order, order == expected)
+    elif sweep == "optimizer":
+        order = _findings_order(table, accuracy, ascending=False)
+        holds = None
+        accs = table.set_index("variant")[accuracy]
+        others = [accs[v] for v in order if v != "Adagrad"]
+        if "Adagrad" in order and others:
+            holds = order[-1] == "Adagrad" and max(others) - min(others) < min(others) - accs["Adagrad"]
+        add("Adagrad is the worst; the others are closer to each other than to Adagrad", order, holds, ["Adagrad"])
+    else:
+        raise ValueError(f"unknown sweep {sweep!r}; choose one of activation, loss, optimizer")
+    frame = pd.DataFrame(checks, columns=["report says", "reproduced order", "holds here"])
+    frame["holds here"] = frame["holds here"].map({True: "yes", False: "no", None: "not run"})
+    return frame
 
 
 def _ordered(errors: pd.Series) -> str:
@@ -244,7 +286,7 @@ def lr_grid_table(grid: Mapping[str, Mapping[float, Run]]) -> pd.DataFrame:
     """The opt-in learning-rate grid, one row per optimizer: every learning rate tried with its
     best held-out accuracy, the learning rate chosen on the held-out split alone, and the chosen
     run's test accuracy at its best held-out epoch (``test_acc_at_val_best``: the test set chose
-    nothing). Only finished runs can be chosen. Feed the result to :func:`cifar_utils.claims.check_findings` with
+    nothing). Only finished runs can be chosen. Feed the result to :func:`check_findings` with
     ``accuracy="test_acc_at_val_best"`` to see whether the report's ranking survives tuning."""
     rows = []
     for label, runs in grid.items():

@@ -29,7 +29,7 @@ LOCAL_SCHEMES = {"file", "data", "blob", "about"}
 LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "[::1]", "::1"}
 BROWSER_TIMEOUT_S = 600  # the whole browser session; it is killed when this runs out
 PAGE_TIMEOUT_S = 60
-VIEWPORT = {"width": 1280, "height": 900, "deviceScaleFactor": 1, "mobile": False}
+VIEWPORT = {"width": 1280, "height": 800, "deviceScaleFactor": 1, "mobile": False}  # a laptop's screen
 
 
 def find_chromium() -> str | None:

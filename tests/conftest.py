@@ -19,14 +19,30 @@ def book(tmp_path: Path) -> Path:
     return dest
 
 
+def store_snapshot(runs_dir: Path) -> dict[str, tuple]:
+    """Each run folder of a store and, per file, its size and modification time: what a training run
+    (or a repair) would change."""
+    out = {}
+    for run in sorted(Path(runs_dir).iterdir()) if Path(runs_dir).is_dir() else []:
+        if run.is_dir():
+            out[run.name] = tuple(sorted((f.name, f.stat().st_size, f.stat().st_mtime_ns)
+                                         for f in run.iterdir() if f.is_file() and f.name != ".lock"))
+    return out
+
+
 @pytest.fixture(scope="session")
 def smoke_book(tmp_path_factory):
-    """The whole smoke book, executed and rendered into a temporary folder with its own results store.
+    """The whole smoke book as the README's GPU path builds a profile: ``python -m cifar_utils.train``
+    trains the plan's runs into a fresh store, then the book is executed and rendered from that store into
+    a temporary folder.
 
-    Returns ``(out, runs_dir, BookRun)``: ``out/_build/{src,html}`` are the executed notebooks and the HTML.
-    Session-scoped so that the chapter tests and the offline browser test share one build.
+    Returns ``(out, runs_dir, BookRun)``: ``out/_build/{src,html}`` are the executed notebooks and the HTML;
+    ``BookRun.store_before`` / ``store_after`` are :func:`store_snapshot` s of the store around the book
+    (the book must train nothing). Session-scoped so that the chapter tests and the offline browser test
+    share one build.
     """
     from cifar_utils.book import build_book
+    from cifar_utils.train import main as train
 
     out = tmp_path_factory.mktemp("smoke")
     runs_dir = out / "runs"
@@ -34,7 +50,11 @@ def smoke_book(tmp_path_factory):
     mp.setenv("CIFAR_UTILS_RUNS", str(runs_dir))
     mp.setenv("CIFAR_UTILS_PROGRESS", "log")
     try:
+        mp.chdir(ROOT)
+        assert train(["--profile", "smoke", "--every", "0"]) == 0
+        before = store_snapshot(runs_dir)
         result = build_book(ROOT, "smoke", output_dir=out)
+        result.store_before, result.store_after = before, store_snapshot(runs_dir)
     finally:
         mp.undo()
     return out, runs_dir, result

@@ -205,16 +205,19 @@ def test_per_step_values_survive_a_crash_and_resume_and_load_from_the_store(tmp_
     assert np.array_equal(bm.step_metrics(load_run(loaded.path))["beta"], a["beta"], equal_nan=True)
 
 
-def test_train_runs_retrains_runs_stored_without_the_metrics(tmp_path, capsys):
+def test_run_many_retrains_runs_stored_without_the_metrics(tmp_path):
+    from cifar_utils.engine.store import StoreWarning
+
     cfg = _config(epochs=1)
     run(cfg, runs_dir=tmp_path, progress=False)  # no callbacks
     factory = bm.MetricsFactory(probe_every=2)
-    [r] = bm.train_runs([cfg], factory, runs_dir=tmp_path, progress=False)
-    assert factory.has_metrics(r) and "moved aside" in capsys.readouterr().out
+    with pytest.warns(StoreWarning, match="moved aside"):
+        [r] = run_many([cfg], runs_dir=tmp_path, progress=False, callbacks=factory)
+    assert factory.has_records(r)
     assert len(list(tmp_path.glob(f"{cfg.name}.old-*"))) == 1
-    [again] = bm.train_runs([cfg], factory, runs_dir=tmp_path, progress=False)  # now loaded, not retrained
+    [again] = run_many([cfg], runs_dir=tmp_path, progress=False, callbacks=factory)  # now loaded, not retrained
     assert again.info["finished"] == r.info["finished"]
-    assert not bm.MetricsFactory(probe_every=3).has_metrics(again)  # other probe settings: retrain
+    assert not bm.MetricsFactory(probe_every=3).has_records(again)  # other probe settings: retrain
 
 
 def test_run_many_sends_a_callback_factory_to_worker_processes(tmp_path):

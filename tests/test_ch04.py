@@ -13,7 +13,8 @@ import yaml
 
 matplotlib.use("agg")
 
-from cifar_utils import experiments, plots, tables  # noqa: E402
+from cifar_utils import experiments, plan, plots, tables  # noqa: E402
+from cifar_utils.book.params import chapter_parameters  # noqa: E402
 from cifar_utils.engine import Run, RunConfig  # noqa: E402
 from cifar_utils.reported import BEST_MODEL_ERRORS, CUTOUT_PAPER_ERRORS  # noqa: E402
 
@@ -26,17 +27,6 @@ def _profile(name: str) -> dict:
     return yaml.safe_load((ROOT / "params" / f"{name}.yaml").read_text())["chapters"]
 
 
-def _configs_from(params: dict, chapter: int) -> dict:
-    data = experiments.DataChoice(**{k: params[k] for k in ("source", "data_root", "train_size", "test_size")
-                                     if k in params})
-    common = dict(epochs=params.get("epochs", 200), batch_size=params.get("batch_size", 128), data=data,
-                  device=params.get("device", "auto"))
-    if chapter == 1:
-        return {m: cs[0] for m, cs in experiments.protocol_configs(["resnet18", "wrn28_10"],
-                                                                   seeds=params.get("seeds", [0]), **common).items()}
-    return experiments.best_model_configs(seed=params.get("seed", 0), cutout=params.get("cutout", 16), **common)
-
-
 @pytest.mark.parametrize("profile", ["smoke", "full"])
 def test_chapter4_reuses_chapter1_runs_in_every_profile(profile):
     chapters = _profile(profile)
@@ -46,11 +36,11 @@ def test_chapter4_reuses_chapter1_runs_in_every_profile(profile):
             assert ch1.get("seeds", [0])[0] == ch4.get("seed", 0)
         else:
             assert ch1.get(key) == ch4.get(key), f"{profile}: {key} differs between chapters 1 and 4"
-    first, fourth = _configs_from(ch1, 1), _configs_from(ch4, 4)
-    assert fourth["resnet18"].key() == first["resnet18"].key()
-    assert fourth["wrn28_10"].key() == first["wrn28_10"].key()
-    cut = fourth["wrn28_10_cutout"]
-    assert cut.cutout == 16 and cut.replace(cutout=0) == fourth["wrn28_10"]
+    first, fourth = (plan.chapter(c, chapter_parameters(ROOT, c, profile)) for c in (CH1, CH4))
+    for role in ("resnet18", "wrn28_10"):
+        assert fourth.arm((), role).configs[0].key() == first.arm((), role).configs[0].key()
+    cut = fourth.arm((), "wrn28_10_cutout").configs[0]
+    assert cut.cutout == 16 and cut.replace(cutout=0) == fourth.arm((), "wrn28_10").configs[0]
 
 
 def test_best_model_configs_refuse_a_bad_cutout():

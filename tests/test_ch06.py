@@ -250,13 +250,9 @@ def test_pruning_explorer_updates_accuracy_and_picture():
 
 
 @pytest.mark.slow
-def test_smoke_chapter6_executes_with_every_figure(tmp_path, monkeypatch):
-    from cifar_utils.book import build_book
-
-    monkeypatch.setenv("CIFAR_UTILS_RUNS", str(tmp_path / "runs"))
-    monkeypatch.setenv("CIFAR_UTILS_PROGRESS", "log")
-    build_book(ROOT, "smoke", chapters=["06"], output_dir=tmp_path, build_html=False)
-    nb = json.loads((tmp_path / "_build" / "src" / "book" / "06_dessilbi.ipynb").read_text())
+def test_smoke_chapter6_executes_with_every_figure(smoke_book):
+    out, _, _ = smoke_book
+    nb = json.loads((out / "_build" / "src" / "book" / "06_dessilbi.ipynb").read_text())
     outputs = [o for c in nb["cells"] for o in c.get("outputs", [])]
     assert sum("image/png" in o.get("data", {}) for o in outputs) == 7  # Figures 18-21, the two paths, explorer
     text = json.dumps(outputs)

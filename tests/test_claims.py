@@ -9,11 +9,30 @@ import pandas as pd
 import pytest
 
 from cifar_utils import claims as cl
+from cifar_utils import plan, tables
+from cifar_utils.book.params import chapter_parameters
 from cifar_utils.engine import Run, RunConfig, RunStore
 
 ROOT = Path(__file__).resolve().parent.parent
-PARAMS = {"profile": "full", "epochs": 2, "batch_size": 8, "seeds": [0, 1, 2], "source": "sample",
-          "train_size": 16, "test_size": 16}
+SMALL = {"profile": "full", "epochs": 2, "batch_size": 8, "seeds": [0, 1, 2], "source": "sample",
+         "train_size": 16, "test_size": 16}
+
+
+def params(chapter: str = "02_ablations", **changes) -> dict:
+    """A chapter's full-profile parameters with small sizes (and ``changes``)."""
+    p = {**chapter_parameters(ROOT, chapter, "full"), **SMALL, **changes}
+    if chapter not in ("01_architectures", "02_ablations"):
+        p.pop("seeds") if chapter != "06_dessilbi" else None
+    return p
+
+
+PARAMS = params()
+
+
+def arms(claim_id: str, p=None) -> dict[str, list[RunConfig]]:
+    """The claim's arms under ``p`` (default :data:`PARAMS`): arm name -> configs, one per seed."""
+    c = claim(claim_id)
+    return {name: list(arm.configs) for name, arm in c.arms(plan.chapter(c.chapter, p or PARAMS)).items()}
 
 
 def fake_run(config, test_error: float, train_error: float = 10.0, status: str = "finished") -> Run:
@@ -41,8 +60,8 @@ def claim(claim_id: str) -> cl.Claim:
 
 
 def depth_store(errors: dict[str, list[float]], params=PARAMS, **kw) -> FakeStore:
-    arms = claim("depth").build(params)
-    return FakeStore(fake_run(c, e, **kw) for arm, cfgs in arms.items() for c, e in zip(cfgs, errors[arm]))
+    return FakeStore(fake_run(c, e, **kw) for arm, cfgs in arms("depth", params).items()
+                     for c, e in zip(cfgs, errors[arm]))
 
 
 def test_clear_win_is_supported_with_an_interval_from_the_seeds():
@@ -80,15 +99,15 @@ def test_one_seed_without_a_measured_spread_is_inconclusive_noise_unknown():
 
 
 def test_one_seed_uses_the_seed_spread_measured_in_the_store():
-    params = {**PARAMS, "seeds": [0]}
-    store = depth_store({"resnet18": [5.0], "resnet50": [9.0]}, params)
+    one_seed = {**PARAMS, "seeds": [0]}
+    store = depth_store({"resnet18": [5.0], "resnet50": [9.0]}, one_seed)
     # three seeds of another model in the same store: spread sd 0.5 (df 2)
-    other = cl.protocol_arms("wrn28_10")({**PARAMS})["wrn28_10"]
+    other = plan.chapter("01_architectures", params("01_architectures")).arm((), "wrn28_10").configs
     for c, e in zip(other, [4.5, 5.0, 5.5]):
         store.runs[c.name] = fake_run(c, e)
     spread = cl.seed_spread(store.list())
     assert spread.sd == pytest.approx(0.5) and spread.df == 2 and "wrn28_10 x3" in spread.source
-    r = cl.evaluate(claim("depth"), params, store)
+    r = cl.evaluate(claim("depth"), one_seed, store)
     half = 4.303 * 0.5 * math.sqrt(2)
     assert r.verdict == cl.SUPPORTED and r.outcome.high == pytest.approx(4.0 + half)
     assert r.outcome.noise == spread.source
@@ -96,7 +115,7 @@ def test_one_seed_uses_the_seed_spread_measured_in_the_store():
 
 def test_a_missing_or_unfinished_run_is_inconclusive_missing_runs():
     store = depth_store({"resnet18": [5.0, 5.1, 4.9], "resnet50": [6.0, 6.1, 5.9]})
-    first50 = claim("depth").build(PARAMS)["resnet50"][0]
+    first50 = arms("depth")["resnet50"][0]
     del store.runs[first50.name]
     r = cl.evaluate(claim("depth"), PARAMS, store)
     assert r.verdict == cl.INCONCLUSIVE and "missing runs" in r.outcome.reason
@@ -107,7 +126,7 @@ def test_a_missing_or_unfinished_run_is_inconclusive_missing_runs():
 
 def test_a_damaged_run_without_config_counts_as_missing():
     store = depth_store({"resnet18": [5.0, 5.1, 4.9], "resnet50": [6.0, 6.1, 5.9]})
-    c = claim("depth").build(PARAMS)["resnet18"][1]
+    c = arms("depth")["resnet18"][1]
     store.runs[c.name] = Run(config=None, path=Path("/x") / c.name, status="damaged")
     r = cl.evaluate(claim("depth"), PARAMS, store)
     assert r.verdict == cl.INCONCLUSIVE and "(damaged: resnet18)" in r.outcome.reason
@@ -123,9 +142,10 @@ def test_smoke_profile_is_always_inconclusive_but_shows_the_numbers():
 
 
 def test_lags_ordered_and_not_worse_rules():
-    runs = {"A": [fake_run(c, e) for c, e in zip(cl.protocol_arms("resnet18")(PARAMS)["resnet18"], [5, 5.1, 4.9])],
-            "B": [fake_run(c, e) for c, e in zip(cl.protocol_arms("resnet50")(PARAMS)["resnet50"], [6, 6.1, 5.9])],
-            "C": [fake_run(c, e) for c, e in zip(cl.protocol_arms("dla")(PARAMS)["dla"], [9, 9.1, 8.9])]}
+    configs = arms("cardinality_over_width")
+    runs = {"A": [fake_run(c, e) for c, e in zip(configs["resnet50"], [5, 5.1, 4.9])],
+            "B": [fake_run(c, e) for c, e in zip(configs["resnext50_2x40d"], [6, 6.1, 5.9])],
+            "C": [fake_run(c, e) for c, e in zip(configs["resnext50_8x14d"], [9, 9.1, 8.9])]}
     none = lambda metric: None  # noqa: E731
     assert cl.lags("C")(runs, none).verdict == cl.SUPPORTED
     assert cl.lags("C")(runs, none).effect == pytest.approx(3.0)
@@ -146,9 +166,8 @@ def test_equivalence_rule():
 
 def test_training_error_claim_reads_the_training_error():
     p = {**PARAMS, "seeds": [0, 1]}
-    arms = claim("representation_not_regularisation").build(p)
     runs = [fake_run(c, 5.0, train_error=(1.0 if arm == "resnext50_32x4d" else 3.0) + 0.1 * c.seed)
-            for arm, cfgs in arms.items() for c in cfgs]
+            for arm, cfgs in arms("representation_not_regularisation", p).items() for c in cfgs]
     r = cl.evaluate(claim("representation_not_regularisation"), p, FakeStore(runs))
     assert r.verdict == cl.SUPPORTED and r.outcome.effect == pytest.approx(2.0)
 
@@ -180,27 +199,37 @@ def test_the_ledger_lists_every_claim_of_the_issue():
     for cid, words in issue.items():
         assert words in ids[cid].sentence, cid
     assert len(ids) == len(cl.CLAIMS)  # declared once
-    assert all(c.build is not None and c.rule is not None for c in cl.CLAIMS)
-    assert cl.chapters()[:6] == ["01_architectures", "02_ablations", "03_training_choices",
-                                 "04_gradcam_best_model", "05_batchnorm", "06_dessilbi"]
-    assert cl.evaluate(cl.Claim("x", "06_dessilbi", "-", "s", "m", "r"), {}, FakeStore()).verdict == cl.NOT_RUN
+    assert all(c.arms is not None and c.rule is not None for c in cl.CLAIMS)
+    assert cl.chapters() == list(plan.CHAPTERS)
+    # every claim's arms are among its chapter's planned runs, under the full profile
+    for c in cl.CLAIMS:
+        chosen = c.arms(plan.chapter(c.chapter, chapter_parameters(ROOT, c.chapter, "full")))
+        assert chosen and all(arm is not None for arm in chosen.values()), c.id
+
+
+def test_a_claim_whose_arm_the_chapter_does_not_train_is_inconclusive():
+    p = {**PARAMS, "models": ["resnet18", "resnext29_2x32d"]}  # no ResNet-50 in this build
+    r = cl.evaluate(claim("depth"), p, FakeStore())
+    assert r.verdict == cl.INCONCLUSIVE and "not in this build's plan of 02_ablations: resnet50" in r.outcome.reason
 
 
 def test_chapter6_claims_build_the_chapters_runs_and_judge_equivalence():
     from cifar_utils import experiments
-    from cifar_utils.book.params import chapter_parameters
 
     p = chapter_parameters(ROOT, "06_dessilbi", "smoke")
     mnist = experiments.DataChoice(source=p["source"], train_size=p["train_size"], test_size=p["test_size"])
     lenet = experiments.dessilbi_lenet_configs(epochs=p["epochs"], batch_size=p["batch_size"], lr=p["lr"],
                                                kappa=p["kappa"], mu=p["mu"], lam=p["lam"], lr_step=p["lr_step"],
-                                               data=mnist, seed=p["seed"], device=p["device"],
+                                               data=mnist, seed=p["seeds"][0], device=p["device"],
                                                precision=p["precision"])
-    assert claim("prune_conv3_60").build(p) == {"SLBI": [lenet["SLBI"]]}
-    arms = claim("slbi_adam_equal").build(p)
-    assert set(arms) == {"SLBI-Adam", "Adam"} and arms["SLBI-Adam"][0].optimizer == "slbi_adam"
-    assert arms["Adam"][0].replace(optimizer="slbi_adam", optimizer_options=arms["SLBI-Adam"][0].optimizer_options) \
-        == arms["SLBI-Adam"][0]
+    assert arms("prune_conv3_60", p) == {"SLBI": [lenet["SLBI"]]}
+    pair = arms("slbi_adam_equal", p)
+    assert set(pair) == {"SLBI-Adam", "Adam"} and pair["SLBI-Adam"][0].optimizer == "slbi_adam"
+    assert pair["Adam"][0].replace(optimizer="slbi_adam", optimizer_options=pair["SLBI-Adam"][0].optimizer_options) \
+        == pair["SLBI-Adam"][0]
+    # chapter 6's Adam run is chapter 3's baseline: one run in the plan
+    p3 = chapter_parameters(ROOT, "03_training_choices", "smoke")
+    assert pair["Adam"][0] == plan.chapter("03_training_choices", p3).arm(("optimizer",), "Adam").configs[0]
     rule = cl.equivalent("a", "b", margin=0.3)
     cfg = RunConfig(model="resnet18", epochs=2)
     close = {"a": [fake_run(cfg, e) for e in (5.0, 5.1, 4.9)], "b": [fake_run(cfg, e) for e in (5.05, 4.95, 5.0)]}
@@ -209,26 +238,26 @@ def test_chapter6_claims_build_the_chapters_runs_and_judge_equivalence():
     assert rule(apart, lambda m: None).verdict == cl.CONTRADICTED
 
 
-def test_the_ledger_builds_the_runs_the_chapters_train():
-    """Same configs as the chapters' own calls, so the store finds the chapters' runs."""
+def test_the_ledger_judges_the_runs_the_chapters_train():
+    """The claims' arms are the plan's arms: the same configs (store keys) the chapters train."""
     from cifar_utils import experiments
-    from cifar_utils.book.params import chapter_parameters
 
     p = chapter_parameters(ROOT, "02_ablations", "smoke")
     assert p["profile"] == "smoke" and p["epochs"] == 1
+    chapter = plan.chapter("02_ablations", p)
+    assert arms("depth", p)["resnet50"] == list(chapter.arm((), "resnet50").configs)
     data = experiments.DataChoice(source=p["source"], train_size=p["train_size"], test_size=p["test_size"])
-    chapter = experiments.protocol_configs(p["models"], epochs=p["epochs"], batch_size=p["batch_size"], seeds=p["seeds"],
-                                           data=data, device=p["device"], precision=p["precision"])
-    assert claim("depth").build(p)["resnet50"] == chapter["resnet50"]
+    assert arms("depth", p)["resnet50"] == experiments.protocol_configs(
+        ["resnet50"], epochs=1, batch_size=p["batch_size"], seeds=p["seeds"], data=data)["resnet50"]
     p3 = chapter_parameters(ROOT, "03_training_choices", "smoke")
     base = experiments.training_choice_base(epochs=p3["epochs"], batch_size=p3["batch_size"], lr=0.001,
                                             data=experiments.DataChoice(source="sample", train_size=32, test_size=32),
                                             device=p3["device"], precision=p3["precision"])
-    assert claim("adagrad_worst").build(p3)["Adagrad"] == [
+    assert arms("adagrad_worst", p3)["Adagrad"] == [
         experiments.sweep_configs("optimizer", base, lrs=p3["optimizer_lrs"])["Adagrad"]]
 
 
-def test_smoke_ledger_on_an_empty_store_reads_inconclusive_or_not_run(tmp_path):
+def test_smoke_ledger_on_an_empty_store_reads_inconclusive(tmp_path):
     results = cl.ledger("smoke", root=ROOT, store=RunStore(tmp_path / "runs"))
     assert len(results) == len(cl.CLAIMS)
     for r in results:
@@ -237,24 +266,61 @@ def test_smoke_ledger_on_an_empty_store_reads_inconclusive_or_not_run(tmp_path):
     md = cl.markdown(results)
     assert md.count("\n") == len(results) + 1 and "[02_ablations](02_ablations.html)" in md
     page = cl.html_table(results)
-    assert page.count("<tr>") == len(results) + 1 and '<a href="02_ablations.html">02_ablations</a>' in page
+    assert page.count("<tr>") == len(results) + 1 and '<a href="02_ablations.html" title="02_ablations">02</a>' in page
+    assert '<a href="02_ablations.html" title="02_ablations">02_ablations</a>, Verdicts' in page  # in the details
     assert "CE &gt; BCE &gt; MSE &gt; Huber" in page and "06_dessilbi.html" in page
     assert set(cl.table(results)["verdict"]) == {cl.INCONCLUSIVE}
 
 
-def test_gpu_hours_scale_with_seeds_and_epochs():
-    arms = cl.protocol_arms("resnet18")({**PARAMS, "epochs": 200, "train_size": None, "test_size": None, "seeds": [0]})
-    one = cl.gpu_hours(arms, seeds=1)
-    assert cl.gpu_hours(arms, seeds=3) == pytest.approx(3 * one)
-    speed = cl.images_per_second("resnet18")
-    assert one == pytest.approx(200 * (50_000 + 10_000 / 3) / speed / 3600)
+def test_gpu_hours_project_every_arm_with_the_settling_seeds():
+    from cifar_utils.projection import MEASURED
+
+    full = chapter_parameters(ROOT, "02_ablations", "full")
+    hours = cl.gpu_hours(claim("depth"), plan.chapter("02_ablations", full))
+    one_epoch = (50_000 + 10_000 / 3) / 3600
+    expected = 3 * 200 * one_epoch * (1 / MEASURED["resnet18"] + 1 / MEASURED["resnet50"])
+    assert hours == pytest.approx(expected)
+    bn = cl.gpu_hours(claim("bn_smoother"), plan.chapter("05_batchnorm", chapter_parameters(ROOT, "05_batchnorm", "full")))
+    assert bn == pytest.approx(4 * 20 * one_epoch * (1 / MEASURED["vgg_a"] + 1 / MEASURED["vgg_a_bn"]))  # runs once
 
 
-def test_check_findings_alias_is_the_ledgers():
-    from cifar_utils import tables
+def test_html_ledger_is_a_narrow_table_with_every_detail_one_click_away(tmp_path):
+    """#27: the table holds only short cells (claim, chapter, verdict, effect, interval); everything else the
+    old wide table showed (reason, rule, measure, noise, runs, GPU hours, section) is in a <details> per claim."""
+    import re
+    from html import escape
 
-    t = pd.DataFrame({"variant": ["SGD", "Adagrad"], "best_test_acc": [90.0, 50.0]})
-    assert tables.check_findings("optimizer", t).equals(cl.check_findings("optimizer", t))
+    results = cl.ledger("smoke", root=ROOT, store=RunStore(tmp_path / "runs"))
+    page = cl.html_table(results)
+    table, rest = page.split("</table>", 1)
+    assert re.findall(r"<th>(.*?)</th>", table) == ["claim", "chapter", "verdict", "effect", "95 % interval"]
+    assert rest.count('<details class="claim-details"') == len(results) == table.count('<tr>') - 1
+    for r in results:
+        o, c = r.outcome, r.claim
+        assert f'href="#claim-{c.id}"' in table
+        assert f'<span class="claim-verdict verdict-inconclusive" title="{escape(o.reason)}">inconclusive</span>' in table
+        shown = re.sub(r"<[^>]+>", "", table)  # the text a reader sees (the reason is the verdict's tooltip)
+        assert escape(o.reason) not in shown and escape(c.rule_text) not in shown  # the long texts: below
+        block = rest.split(f'id="claim-{c.id}"', 1)[1].split("</details>", 1)[0]
+        for text in (c.sentence, o.reason, c.rule_text, c.measure, o.noise, c.section, c.id, c.chapter,
+                     *r.runs_text().split(" | ")):
+            assert escape(text) in block, (c.id, text)
+        assert f"{r.gpu_hours:.1f} ({len(plan.SETTLE_SEEDS)} seeds per model, projected)" in block
+    # a chapter's Verdicts (links=False): no chapter column; without details the id stays in the table
+    short = cl.html_table(results[:2], links=False, details=False)
+    assert re.findall(r"<th>(.*?)</th>", short) == ["claim", "verdict", "effect", "95 % interval"]
+    assert "<details" not in short and f"<code>{results[0].claim.id}</code>" in short
+    from cifar_utils.claims.render import _verdict_html
+
+    words = {v: _verdict_html(v) for v in cl.VERDICTS}  # the word itself is always there, colour or not
+    assert all(f">{v}</span>" in html and "verdict-" in html for v, html in words.items())
+
+
+def test_check_findings_live_in_tables_only():
+    t = pd.DataFrame({"variant": ["SGD", "Adam", "Adagrad"], "best_test_acc": [90.0, 91.0, 50.0]})
+    checks = tables.check_findings("optimizer", t)
+    assert list(checks["holds here"]) == ["yes"] and checks["reproduced order"][0] == "Adam > SGD > Adagrad"
+    assert not hasattr(cl, "check_findings")
 
 
 def test_extra_seeds_in_the_store_join_their_arm():
@@ -264,21 +330,24 @@ def test_extra_seeds_in_the_store_join_their_arm():
     assert r.verdict == cl.SUPPORTED and "seeds 0,1,2" in r.runs_text() and "from the seeds (3 and 3" in r.outcome.noise
 
 
-def test_settle_configs_add_seeds_to_the_chapters_runs():
-    configs = cl.settle_configs(["depth", "cutout_helps"], "smoke", seeds=[0, 1, 2], root=ROOT)
-    assert sorted((c.model, c.seed) for c in configs if c.cutout == 0) == [
-        (m, s) for m in ("resnet18", "resnet50", "wrn28_10") for s in (0, 1, 2)]
-    assert len(configs) == 12 and all(c.epochs in (1, 2) for c in configs)
-    from cifar_utils.book.params import chapter_parameters
+def test_the_plans_settling_seeds_add_seeds_to_the_claims_arms():
+    from cifar_utils.train import settling
 
-    seed0 = [c for c in configs if c.model == "resnet50" and c.seed == 0][0]  # the chapter's own run
-    assert seed0 == claim("depth").build(chapter_parameters(ROOT, "02_ablations", "smoke"))["resnet50"][0]
-    with pytest.raises(ValueError, match="learning rates as replicates"):
-        cl.settle_configs(["bn_smoother"], "smoke", root=ROOT)
-    with pytest.raises(ValueError, match="SLBIPath callback"):
-        cl.settle_configs(["slbi_adam_equal"], "smoke", root=ROOT)
+    p = plan.for_profile("smoke", ROOT)
+    runs = settling(p, None, "depth,cutout_helps")
+    assert sorted((r.config.model, r.config.seed, r.config.cutout) for r in runs) == sorted(
+        (m, s, cut) for m, cut in (("resnet18", 0), ("resnet50", 0), ("wrn28_10", 0), ("wrn28_10", 16))
+        for s in (1, 2))  # seed 0 is each chapter's own run, in the book's part of the plan
+    assert all(r.settling and r.config.epochs in (1, 2) for r in runs)
+    book = {r.config.key() for r in p.runs}
+    assert all(r.config.replace(seed=0).key() in book for r in runs)
+    # chapter 5's claim is judged across learning rates: no settling seeds; chapter 6's SLBI runs keep their records
+    assert not settling(p, None, "bn_smoother")
+    slbi = settling(p, None, "slbi_adam_equal")
+    assert {r.config.optimizer for r in slbi} == {"slbi_adam", "adam"}
+    assert all((r.records is not None) == (r.config.optimizer == "slbi_adam") for r in slbi)
     with pytest.raises(ValueError, match="unknown claim 'nope'; claims: wrn_best"):
-        cl.settle_configs(["nope"], root=ROOT)
+        settling(p, None, "nope")
 
 
 def test_bn_claim_end_to_end_on_recorded_step_metrics():
@@ -287,9 +356,9 @@ def test_bn_claim_end_to_end_on_recorded_step_metrics():
 
     from cifar_utils import bn_metrics
 
-    p = {**PARAMS, "lrs": [0.001, 0.002], "seed": 0}
-    arms = claim("bn_smoother").build(p)
-    assert sorted(arms) == ["vgg_a @ 0.001", "vgg_a @ 0.002", "vgg_a_bn @ 0.001", "vgg_a_bn @ 0.002"]
+    p = params("05_batchnorm", lrs=[0.001, 0.002])
+    bn = arms("bn_smoother", p)
+    assert sorted(bn) == ["vgg_a @ 0.001", "vgg_a @ 0.002", "vgg_a_bn @ 0.001", "vgg_a_bn @ 0.002"]
     steps = np.arange(1, 11)
 
     def recorded(config, wiggle: float, grad_change: float) -> Run:
@@ -303,7 +372,7 @@ def test_bn_claim_end_to_end_on_recorded_step_metrics():
 
     def store(bn_wiggle: float) -> FakeStore:
         return FakeStore(recorded(c, 0.5, 2.0) if arm.startswith("vgg_a @") else recorded(c, bn_wiggle, 1.0)
-                         for arm, cfgs in arms.items() for c in cfgs)
+                         for arm, cfgs in bn.items() for c in cfgs)
     r = cl.evaluate(claim("bn_smoother"), p, store(0.1))
     # loss variation: |change| 1.0 vs 0.2 -> 5; gradient change 2 vs 1 -> 2: the smallest ratio is 2
     assert r.verdict == cl.SUPPORTED and r.outcome.effect == pytest.approx(2.0) and r.outcome.high == pytest.approx(5.0)
@@ -311,12 +380,9 @@ def test_bn_claim_end_to_end_on_recorded_step_metrics():
     assert r.verdict == cl.INCONCLUSIVE and r.outcome.reason.startswith("mixed: 2 of 4")
 
 
-@pytest.mark.parametrize("chapter", ["01_architectures", "02_ablations", "03_training_choices",
-                                     "04_gradcam_best_model", "05_batchnorm"])
+@pytest.mark.parametrize("chapter", plan.CHAPTERS)
 def test_each_chapters_verdict_cell_builds_from_its_parameters(chapter, tmp_path):
     """What the chapter's last cell does, with the names its parameters cell defines (empty store)."""
-    from cifar_utils.book.params import chapter_parameters
-
     namespace = {**chapter_parameters(ROOT, chapter, "smoke"), "data": object(), "tables": []}  # shadowed names
     results = cl.evaluate_chapter(chapter, namespace, store=RunStore(tmp_path))
     assert [r.claim.id for r in results] == [c.id for c in cl.claims(chapter)] and results

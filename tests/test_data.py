@@ -11,7 +11,6 @@ import gzip
 import hashlib
 import importlib.util
 import pickle
-import time
 from pathlib import Path
 
 import numpy as np
@@ -310,14 +309,32 @@ def test_shared_copy_as_data_root():
 # errors
 
 
-def test_missing_data_lists_paths_and_fixes(tmp_path):
+def test_missing_data_lists_paths_and_fixes(tmp_path, monkeypatch):
+    import urllib.error
+    import urllib.request
+
+    import torchvision.datasets
+
     empty = tmp_path / "empty"
     empty.mkdir()
-    t0 = time.monotonic()
+    # Offline, whatever this machine's network: every connection is refused. "Fails fast" is the
+    # mechanism, not a stopwatch: one bounded probe per URL, and torchvision's download (which
+    # retries for minutes) is never started.
+    probes = []
+
+    def refused(req, timeout=None, **kw):
+        probes.append(timeout)
+        raise urllib.error.URLError("connection refused (test: offline)")
+
+    monkeypatch.setattr(urllib.request, "urlopen", refused)
+    monkeypatch.setattr(torchvision.datasets, "CIFAR10",
+                        lambda *a, **kw: pytest.fail("torchvision's download was started though the probe failed"))
     with pytest.raises(DataNotFoundError) as e:
         load_dataset("cifar10", data_root=empty, cache_dir=tmp_path / "dl")
-    assert time.monotonic() - t0 < 20  # offline: fails fast
+    assert probes and all(t == ds_mod.PROBE_TIMEOUT_S for t in probes), probes
+    assert len(probes) == len(ds_mod.DOWNLOAD_URLS["cifar10"])
     msg = str(e.value)
+    assert "no connection" in msg and "test: offline" in msg
     assert isinstance(e.value, FileNotFoundError)
     assert str(empty / "cifar-10-batches-py") in msg and str(empty / "cifar10.npz") in msg
     assert str(empty / "train") in msg and "download" in msg and str(tmp_path / "dl") in msg

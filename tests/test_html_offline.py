@@ -6,6 +6,12 @@ tables and figures as its outputs hold, and nothing was requested from the netwo
 page goes to ``_build/screenshots/`` beside the tested book (the status page links them there) and is
 copied to this checkout's ``_build/screenshots/`` for people to look at.
 
+At a laptop's 1280x800 viewport, no table of the Claims page and none of a chapter's Verdicts section is
+wider than the page's content column (issue #27: the ledger scrolled sideways), with the ``<details>``
+blocks closed (as a reader first sees the page) and all opened; the Verdicts sections get a screenshot of
+their own with the details open (``<chapter>-verdicts.png``), and so does the Claims page's article
+(``claims-details-open.png``; ``claims.png`` shows it as first seen).
+
 Chromium is driven over the DevTools protocol through ``--remote-debugging-pipe`` (``chromium_driver.py``,
 shared with the JupyterLab test): no Python package beyond the standard library. Debian's ``chromium`` is
 used; ``.ci/run`` installs it with apt when missing; where it is absent the tests skip and say so.
@@ -107,6 +113,90 @@ def visit(browser: Browser, session: str, html: Path, screenshot: Path) -> dict:
     return checks
 
 
+# Every table inside `scope` (a CSS selector, within the page's content column) against the column's width.
+# The column is sphinx-book-theme's article element; a table wider than it makes the page (or the table's
+# wrapper) scroll sideways. `open` opens every <details> first (their tables count too).
+WIDTHS_JS = """
+((scope, open) => {
+  const column = document.querySelector('article.bd-article') || document.querySelector('main');
+  if (open) document.querySelectorAll('details').forEach(d => { d.open = true; });
+  const root = scope ? column.querySelector(scope) : column;
+  if (!root) return JSON.stringify({column: column.clientWidth, found: false, tables: []});
+  const tables = [...root.querySelectorAll('table')].map((t, i) => ({
+    index: i,
+    head: [...t.querySelectorAll('th')].slice(0, 4).map(h => h.textContent.trim()).join(' | ')
+          || (t.querySelector('td') || {textContent: ''}).textContent.trim().slice(0, 60),
+    width: Math.max(t.scrollWidth, Math.ceil(t.getBoundingClientRect().width)),
+    shown: t.getClientRects().length > 0,
+  }));
+  const details = root.querySelectorAll('details').length;
+  return JSON.stringify({column: column.clientWidth, found: true, tables, details,
+                         page_scrolls: document.documentElement.scrollWidth > document.documentElement.clientWidth});
+})
+"""
+
+# The bounding box of `selector` in page coordinates, for a clipped screenshot.
+BOX_JS = """
+((selector) => {
+  const el = document.querySelector(selector);
+  if (!el) return null;
+  const r = el.getBoundingClientRect();
+  return JSON.stringify({x: r.left + window.scrollX, y: r.top + window.scrollY, width: r.width, height: r.height});
+})
+"""
+
+
+def table_widths(browser: Browser, session: str, scope: str | None, open_details: bool) -> dict:
+    """What :data:`WIDTHS_JS` finds on the current page."""
+    expr = f"({WIDTHS_JS})({json.dumps(scope)}, {json.dumps(open_details)})"
+    result = browser.send("Runtime.evaluate", {"expression": expr, "returnByValue": True}, session)
+    return json.loads(result["result"]["value"])
+
+
+def screenshot_of(browser: Browser, session: str, selector: str, path: Path) -> bool:
+    """A screenshot of one element (e.g. a chapter's Verdicts section); False if the page has none."""
+    box = browser.send("Runtime.evaluate", {"expression": f"({BOX_JS})({json.dumps(selector)})",
+                                            "returnByValue": True}, session)["result"].get("value")
+    if not box:
+        return False
+    box = json.loads(box)
+    height = browser.send("Page.getLayoutMetrics", session=session)["cssContentSize"]["height"]
+    browser.send("Emulation.setDeviceMetricsOverride", dict(VIEWPORT, height=min(int(height), MAX_SHOT_HEIGHT)),
+                 session)
+    clip = {"x": box["x"], "y": box["y"], "width": box["width"],
+            "height": min(box["height"], MAX_SHOT_HEIGHT), "scale": 1}
+    shot = browser.send("Page.captureScreenshot", {"format": "png", "clip": clip, "captureBeyondViewport": True},
+                        session)
+    browser.send("Emulation.setDeviceMetricsOverride", VIEWPORT, session)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(base64.b64decode(shot["data"]))
+    return True
+
+
+#: Pages whose tables must fit the content column: the Claims page (all of it) and each chapter's Verdicts.
+CLAIMS_PAGE = "claims"
+VERDICTS_SECTION = "section#verdicts"
+
+
+def check_layout(browser: Browser, session: str, stem: str, shots: Path) -> dict | None:
+    """Table widths of the Claims page or a chapter's Verdicts section (details closed, then open), and
+    their screenshots; None for other pages."""
+    if stem == CLAIMS_PAGE:
+        scope = None
+    elif stem[:2].isdigit():
+        scope = VERDICTS_SECTION
+    else:
+        return None
+    found = {"closed": table_widths(browser, session, scope, open_details=False)}
+    found["open"] = table_widths(browser, session, scope, open_details=True)  # details stay open below
+    if stem == CLAIMS_PAGE:
+        screenshot_of(browser, session, "article.bd-article", shots / f"{stem}-details-open.png")
+        found["screenshot"] = str(shots / f"{stem}-details-open.png")
+    elif found["closed"]["found"] and screenshot_of(browser, session, VERDICTS_SECTION, shots / f"{stem}-verdicts.png"):
+        found["screenshot"] = str(shots / f"{stem}-verdicts.png")
+    return found
+
+
 def expected_outputs(notebook: Path) -> tuple[int, int, bool]:
     """(tables, images, has widget state) the executed notebook's outputs hold."""
     if not notebook.exists():
@@ -150,6 +240,7 @@ def visited(built_book) -> dict[str, dict]:
         for name in toc_files(built_book / "_build" / "src"):
             stem = Path(name).stem
             checks = visit(browser, session, html_root / f"{name}.html", shots / f"{stem}.png")
+            checks["layout"] = check_layout(browser, session, stem, shots)
             checks["expected"] = expected_outputs(built_book / "_build" / "src" / f"{name}.ipynb")
             checks["screenshot"] = str(shots / f"{stem}.png")
             results[stem] = checks
@@ -194,6 +285,34 @@ def test_math_is_typeset_somewhere_and_chapters_link_the_api(visited):
             assert api_links, f"{page}: no link into the API reference"
 
 
+def _too_wide(found: dict) -> list[str]:
+    return [f"table {t['index']} ({t['head']!r}): {t['width']} px > column {found['column']} px"
+            for t in found["tables"] if t["width"] > found["column"]]
+
+
+def test_claims_page_tables_fit_the_column(visited):
+    """#27: at 1280x800 the ledger is scanned without scrolling sideways; its details open in place."""
+    layout = visited[CLAIMS_PAGE]["layout"]
+    where = f"claims page (screenshots: {visited[CLAIMS_PAGE]['screenshot']}, {layout.get('screenshot')})"
+    closed, opened = layout["closed"], layout["open"]
+    assert [t for t in closed["tables"] if t["shown"]], f"{where}: no table shown"
+    for state, found in (("details closed", closed), ("details open", opened)):
+        assert not _too_wide(found), f"{where}, {state}: " + "; ".join(_too_wide(found))
+        assert not found["page_scrolls"], f"{where}, {state}: the page scrolls sideways"
+    assert closed["details"] > 0, f"{where}: no <details> block: where are the rule, runs and noise?"
+    assert Path(layout["screenshot"]).stat().st_size > 1000
+
+
+@pytest.mark.parametrize("page", [p for p in PAGES if p[:2].isdigit()])
+def test_chapter_verdicts_tables_fit_the_column(visited, page):
+    layout = visited[page]["layout"]
+    assert layout["closed"]["found"], f"{page}: no Verdicts section ({VERDICTS_SECTION})"
+    where = f"{page}'s Verdicts (screenshot: {layout.get('screenshot')})"
+    for state in ("closed", "open"):
+        assert not _too_wide(layout[state]), f"{where}, details {state}: " + "; ".join(_too_wide(layout[state]))
+    assert Path(layout["screenshot"]).stat().st_size > 1000, where
+
+
 def test_status_page_links_every_screenshot(visited, built_book):
     status_html = built_book / "_build" / "html" / "book" / "status.html"
     hrefs = [l["href"] for l in visited["status"]["links"] if l["href"].endswith(".png")]
@@ -206,7 +325,7 @@ def test_status_page_links_every_screenshot(visited, built_book):
 
 @pytest.fixture(scope="module")
 def mini_book(tmp_path_factory) -> tuple[Path, str]:
-    """A two-page book rendered with the real _config.yml and book/_vendor: a notebook with saved widget
+    """A two-page book rendered with the real _config.yml, book/_vendor and book/_static: a notebook with saved widget
     state (tests/html_fixture/widgets.ipynb) and the API page. Returns (output folder, jupyter-book's log)."""
     out = tmp_path_factory.mktemp("mini_book")
     src = out / "src"
@@ -214,7 +333,8 @@ def mini_book(tmp_path_factory) -> tuple[Path, str]:
     shutil.copy2(ROOT / "_config.yml", src / "_config.yml")
     for name in ("references.bib", "api.md"):
         shutil.copy2(ROOT / "book" / name, src / "book" / name)
-    shutil.copytree(ROOT / "book" / "_vendor", src / "book" / "_vendor")
+    for static in ("_vendor", "_static"):  # both in the config's html_static_path
+        shutil.copytree(ROOT / "book" / static, src / "book" / static)
     shutil.copy2(Path(__file__).parent / "html_fixture" / "widgets.ipynb", src / "book" / "widgets.ipynb")
     (src / "_toc.yml").write_text("format: jb-book\nroot: book/widgets\nchapters:\n  - file: book/api\n")
     jb = Path(sys.executable).with_name("jupyter-book")

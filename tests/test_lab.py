@@ -262,11 +262,9 @@ def test_after_the_smoke_book_a_lab_chapter_loads_its_runs_and_trains_nothing(sm
     executed = {c.chapter for c in result.chapters if c.ok}
     assert {n.chapter for n in plan.notebooks if n.origin == "executed"} == executed and "06_dessilbi" in executed
 
-    def store_state() -> dict[str, float]:
-        return {str(p.relative_to(runs_dir)): p.stat().st_mtime for p in runs_dir.rglob("*")
-                if p.is_file() and p.name != ".lock"}  # a reader's lock file is not a change of a run
+    from conftest import store_snapshot
 
-    before = store_state()
+    before = store_snapshot(runs_dir)
     copy = plan.folder / "book" / "06_dessilbi.ipynb"
     nb = nbformat.read(copy, as_version=4)
     monkeypatch.setenv("CIFAR_UTILS_STATIC", "1")  # headless: static figures (see cifar_utils.widgets.live_widgets)
@@ -274,4 +272,4 @@ def test_after_the_smoke_book_a_lab_chapter_loads_its_runs_and_trains_nothing(sm
     NotebookClient(nb, timeout=900, kernel_name="python3", resources={"metadata": {"path": str(copy.parent)}}).execute()
     outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
     assert not [o for o in outputs if o.output_type == "error"]
-    assert store_state() == before, "the lab's chapter retrained or rewrote runs of the store"
+    assert store_snapshot(runs_dir) == before, "the lab's chapter retrained or rewrote runs of the store"

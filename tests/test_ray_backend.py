@@ -114,18 +114,28 @@ def test_backend_and_ray_options_are_checked(tmp_path):
 
 
 def test_an_unreachable_cluster_fails_fast(tmp_path, monkeypatch):
-    pytest.importorskip("ray")
+    ray = pytest.importorskip("ray")
     import socket
 
     with socket.socket() as probe:  # a port nothing listens on
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     monkeypatch.setattr(ray_backend, "CONNECT_TIMEOUT_S", 2.0)
-    t0 = time.perf_counter()
-    with pytest.raises(RuntimeError, match=f"no Ray cluster answers at '127.0.0.1:{port}'"):
+    # "Fast" is the mechanism, not a stopwatch: one connection attempt bounded by CONNECT_TIMEOUT_S,
+    # and ray.init (which would retry for minutes) is never called.
+    attempts = []
+    real_connect = socket.create_connection
+
+    def connect(address, timeout=None, *args, **kwargs):
+        attempts.append((address, timeout))
+        return real_connect(address, timeout, *args, **kwargs)
+
+    monkeypatch.setattr(ray_backend.socket, "create_connection", connect)
+    monkeypatch.setattr(ray, "init", lambda *a, **kw: pytest.fail("ray.init was called for an unreachable cluster"))
+    with pytest.raises(RuntimeError, match=f"no Ray cluster answers at '127.0.0.1:{port}'.*waited 2 s"):
         run_many([tiny_config(epochs=1)], runs_dir=tmp_path, backend="ray", ray_address=f"127.0.0.1:{port}",
                  progress=False)
-    assert time.perf_counter() - t0 < 30
+    assert attempts == [(("127.0.0.1", port), 2.0)]
 
 
 def test_nothing_to_train_needs_no_ray(tmp_path, monkeypatch):
@@ -179,9 +189,9 @@ def test_ray_gives_the_local_histories(tmp_path, ray_local, one_thread, capsys):
     assert all(len(r.history) == 2 for r in local)
 
     # finished runs are loaded from the store, no task is started
-    t0 = time.perf_counter()
-    again = run_many(configs, jobs=2, runs_dir=tmp_path / "ray", backend="ray", progress=False)
-    assert time.perf_counter() - t0 < 5
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(ray_backend, "_run_tasks", lambda *a, **kw: pytest.fail("Ray tasks were started for finished runs"))
+        again = run_many(configs, jobs=2, runs_dir=tmp_path / "ray", backend="ray", progress=False)
     assert [r.history for r in again] == [r.history for r in runs[:3]]
 
 
@@ -232,10 +242,10 @@ def test_ctrl_c_cancels_the_tasks(tmp_path, ray_local):
             time.sleep(0.05)
 
     threading.Thread(target=interrupt_once_running, daemon=True).start()
-    t0 = time.perf_counter()
+    # no stopwatch here: the test's timeout (300 s) only guards against a hang; that the interrupt
+    # ended the run early shows in the store (below: interrupted, fewer than its 30 epochs)
     with pytest.raises(KeyboardInterrupt):
         run_many(configs, jobs=1, runs_dir=tmp_path, backend="ray", progress=False)
-    assert time.perf_counter() - t0 < 120
     stored = RunStore(tmp_path).list()
     # the running task was interrupted (marked so, to resume later); the queued ones never started
     assert [r.name for r in stored] == [configs[0].name]

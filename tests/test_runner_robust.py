@@ -36,12 +36,23 @@ def real_book(tmp_path: Path) -> Path:
 # -- #9: timeouts and dead kernels ------------------------------------------------------------------
 
 @pytest.mark.slow
-def test_timed_out_cell_and_dead_kernel_fail_their_chapters_and_the_rest_runs(book, capsys):
+def test_timed_out_cell_and_dead_kernel_fail_their_chapters_and_the_rest_runs(book, capfd):
+    # capfd, not capsys: the console is file descriptors 1 and 2, which the kernels inherit
     rc = cli_main(["--root", str(book), "--profile", "hang", "--chapters", "02,03,04", "--no-html",
                    "--cell-timeout", "15"])
-    out, err = capsys.readouterr()
+    out, err = capfd.readouterr()
     assert rc == 1
     build = book / "_build"
+    # #27: nothing of the kernels' own reaches the console for a failed chapter (the kernel killed on
+    # the timeout prints ipykernel's ZMQ traceback): it goes to a log file the failure message names
+    assert "Traceback" not in out + err, (out + err)[-3000:]
+    logs = {c: build / "logs" / f"{c}.kernel.log" for c in ("02_fails", "03_sleeps", "04_dies")}
+    for chapter in ("03_sleeps", "04_dies"):
+        assert f"the kernel's own output (stderr, e.g. a killed kernel's traceback) is in {logs[chapter]}" in err
+        assert logs[chapter].is_file()
+    assert "Traceback (most recent call last)" in logs["03_sleeps"].read_text()
+    # a chapter that succeeds still shows its kernel's messages, as before
+    assert logs["02_fails"].read_text().strip() and logs["02_fails"].read_text().strip() in err
     # one message per failed chapter: chapter, cell index + first line, what happened, where the notebook is
     assert ("chapter 03_sleeps failed in cell 3 ('import time'): timeout: the cell was still running after 15 s"
             in err)
@@ -347,6 +358,8 @@ def test_sliced_channel_returns_messages_and_times_out_like_the_plain_one(monkey
         return waited, msg
 
     waited, msg = asyncio.run(scenario())
-    assert 0.25 <= waited < 2 and msg["msg_type"] == "execute_reply" and msg["content"] == {"status": "ok"}
+    # it waited out its timeout (at least 0.3 s, to the poll's ms resolution); the upper bound only
+    # guards against an endless wait (the hang of #9), it is no speed claim
+    assert 0.25 <= waited < 120 and msg["msg_type"] == "execute_reply" and msg["content"] == {"status": "ok"}
     manager = kernel.watched_kernel_manager()()
     assert manager.client_factory is kernel.SlicedKernelClient

@@ -1,7 +1,9 @@
 """The kernel manager and client the runner gives papermill (imported only when executing).
 
 * :class:`WatchedKernelManager` remembers the kernel's exit status when nbclient finds the kernel
-  dead, so "the kernel died" can say by which signal.
+  dead, so "the kernel died" can say by which signal, and sends the kernel process's own stdout and
+  stderr to a log file (issue #27: a kernel killed on a cell timeout printed ipykernel's ZMQ
+  traceback onto the runner's console; cell outputs still come through papermill as before).
 * :class:`SlicedKernelClient` waits for shell and IOPub messages in slices of at most
   :data:`SLICE_S` seconds instead of one unbounded wait. Issue #9: nbclient waits for a cell's
   ``execute_reply`` with ``shell_channel.get_msg(timeout=None)``, i.e. an asyncio ``poll`` on the
@@ -16,6 +18,7 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from queue import Empty
 from typing import Any
 
@@ -47,15 +50,27 @@ class SlicedKernelClient(AsyncKernelClient):
     iopub_channel_class = Type(SlicedChannel)  # type: ignore[assignment]
 
 
-def watched_kernel_manager() -> type[AsyncKernelManager]:
+def watched_kernel_manager(log_path: Path | str | None = None) -> type[AsyncKernelManager]:
     """A fresh AsyncKernelManager class (one per notebook) whose ``exit_status`` is the kernel's exit
     status once it was found dead (negative: killed by that signal), and whose clients are
-    :class:`SlicedKernelClient`."""
+    :class:`SlicedKernelClient`. With ``log_path``, the kernel process's stdout and stderr (ipykernel's
+    own messages, not the cells' outputs, which travel over IOPub) are appended to that file instead
+    of this process's console."""
 
     class WatchedKernelManager(AsyncKernelManager):
         exit_status: int | None = None
+        kernel_log: Path | None = Path(log_path) if log_path is not None else None
         client_class = DottedObjectName("cifar_utils.book.kernel.SlicedKernelClient")
         client_factory = Type(SlicedKernelClient)
+
+        async def _async_launch_kernel(self, kernel_cmd: list[str], **kw: Any) -> None:
+            # jupyter_client's hook for launching differently: its launcher passes stdout/stderr to Popen
+            if self.kernel_log is None:
+                return await super()._async_launch_kernel(kernel_cmd, **kw)
+            self.kernel_log.parent.mkdir(parents=True, exist_ok=True)
+            with open(self.kernel_log, "ab") as log:  # the child keeps its own copy of the descriptor
+                kw["stdout"] = kw["stderr"] = log
+                return await super()._async_launch_kernel(kernel_cmd, **kw)
 
         async def is_alive(self) -> bool:  # type: ignore[override]
             alive = await super().is_alive()

@@ -99,6 +99,14 @@ class BookLayout:
     def failed(self) -> Path:
         return self.build_dir / "failed"
 
+    @property
+    def logs(self) -> Path:
+        return self.build_dir / "logs"
+
+    def kernel_log(self, chapter: str) -> Path:
+        """Where the kernel process's own stdout/stderr go for one chapter (rewritten every attempt)."""
+        return self.logs / f"{chapter}.kernel.log"
+
     def staged(self, notebook: Path) -> Path:
         return self.src / notebook.relative_to(self.root)
 
@@ -248,6 +256,12 @@ def execute_notebook(chapter: str, notebook: Path, parameters: dict, layout: Boo
     ``settings.start_timeout``. A cell that raises, times out, or whose kernel dies raises
     :class:`ChapterFailed` naming the chapter, the cell and what happened; the partly executed
     notebook goes to ``_build/failed/`` with the message in its metadata (``cifar_utils.failure``).
+
+    The kernel process's own stdout/stderr (ipykernel's messages; the cells' outputs reach the
+    console through papermill as before) go to ``_build/logs/<chapter>.kernel.log``: a failed
+    chapter's message names that file and nothing of the kernel's reaches the console (a kernel
+    killed on a timeout prints a ZMQ traceback there); a chapter that succeeds copies it to stderr
+    afterwards, as the kernel itself used to print it.
     """
     import papermill as pm
     from nbclient.exceptions import CellTimeoutError, DeadKernelError
@@ -263,7 +277,10 @@ def execute_notebook(chapter: str, notebook: Path, parameters: dict, layout: Boo
 
     from .kernel import watched_kernel_manager
 
-    manager = watched_kernel_manager()
+    kernel_log = layout.kernel_log(chapter)
+    kernel_log.parent.mkdir(parents=True, exist_ok=True)
+    kernel_log.write_bytes(b"")  # this attempt's only
+    manager = watched_kernel_manager(kernel_log)
     try:
         with _environment(env or {}):  # the kernel inherits it; this process is left as it was
             pm.execute_notebook(str(notebook), str(work), parameters=parameters, kernel_name=kernel_name,
@@ -290,6 +307,7 @@ def execute_notebook(chapter: str, notebook: Path, parameters: dict, layout: Boo
         hide_parameter_cells(work)
         os.replace(work, dest)
         (layout.failed / notebook.name).unlink(missing_ok=True)
+        _replay(kernel_log)
         return dest
 
     failed = layout.failed / notebook.name
@@ -310,9 +328,21 @@ def execute_notebook(chapter: str, notebook: Path, parameters: dict, layout: Boo
     raise ChapterFailed(
         f"chapter {chapter} failed {where}: {what}\n"
         f"  the partly executed notebook is at {failed}\n"
+        f"  the kernel's own output (stderr, e.g. a killed kernel's traceback) is in {kernel_log}\n"
         f"  the book keeps {'the last good executed copy' if _is_executed(kept) else 'the unexecuted notebook'}"
         f" of this chapter; the other chapters' executed notebooks are in {layout.src / 'book'}",
         kind=kind) from None
+
+
+def _replay(log: Path) -> None:
+    """A successful chapter's kernel output, onto stderr (where the kernel used to write it)."""
+    try:
+        text = log.read_text(errors="replace")
+    except OSError:
+        return
+    if text:
+        sys.stderr.write(text if text.endswith("\n") else text + "\n")
+        sys.stderr.flush()
 
 
 def _is_executed(path: Path) -> bool:

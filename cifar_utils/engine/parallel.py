@@ -29,10 +29,10 @@ sent instead: it must be picklable *by reference*, i.e. a module-level function 
 of a module-level class in an importable module (not ``__main__``, not a lambda); a
 ``functools.partial`` of such a function works too. What the callbacks save comes back with the
 run (:attr:`Run.callback_states`). Callbacks are not part of a run's identity: a config already
-finished in the store is loaded, not retrained, whatever callbacks are asked for now, so a caller
-whose callbacks *record* data must check that the stored runs hold it (chapter 5's
-:func:`cifar_utils.bn_metrics.train_runs` moves runs stored without its metrics aside and retrains
-them).
+finished in the store is loaded, not retrained, whatever callbacks are asked for now. A factory whose
+callbacks *record* data says whether a stored run holds it with a ``has_records(run)`` method (chapter 5's
+:class:`cifar_utils.bn_metrics.MetricsFactory`), and ``run_many`` then moves runs stored without those
+records aside and retrains them (see :mod:`cifar_utils.engine.batch`).
 
 Ctrl-C (``KeyboardInterrupt``, also a notebook's "interrupt kernel", which reaches only this
 process): queued runs are cancelled and the workers are stopped (SIGTERM, which a worker turns
@@ -45,7 +45,6 @@ from __future__ import annotations
 import importlib
 import multiprocessing as mp
 import os
-import pickle
 import signal
 import sys
 import time
@@ -58,39 +57,12 @@ from pathlib import Path
 from cifar_utils.progress import progress_bar
 
 from . import store as st
+from .batch import (RunManyError, auto_imports, check_callback_factory, describe, prefetch_data,  # noqa: F401
+                    split_done)
 from .config import RunConfig
-from .datasets import load_for_config
 
 #: Seconds a stopped worker gets to mark its run interrupted before it is killed.
 STOP_GRACE_S = 10.0
-
-
-class RunManyError(RuntimeError):
-    """Some configs of :func:`run_many` failed; ``runs`` has the others' results.
-
-    ``errors`` maps config index to the full error text (traceback included); ``failures`` maps it
-    to ``(run name, exception type, whole message)``, which is what the message shows, one block
-    per failed run, so that the cause (e.g. where the data was looked for) is never cut off."""
-
-    def __init__(self, runs: list, errors: dict[int, str],
-                 failures: dict[int, tuple[str, str, str]] | None = None) -> None:
-        self.runs, self.errors = runs, errors
-        self.failures = dict(failures or {})
-        blocks = []
-        for i, err in errors.items():
-            if i in self.failures:
-                name, kind, message = self.failures[i]
-                text = f"{name}: {kind}: {message}" if message else f"{name}: {kind}"
-            else:
-                text = err.strip()
-            first, *rest = text.splitlines() or [""]
-            blocks.append("\n".join([f"  [{i}] {first}", *(f"      {line}" for line in rest)]))
-        super().__init__(f"{len(errors)} of {len(runs)} runs failed:\n" + "\n".join(blocks))
-
-
-def _describe(config: RunConfig, exc: BaseException) -> tuple[str, str, str]:
-    """(run name, exception type, whole message) of a failed run."""
-    return config.name, type(exc).__name__, str(exc).strip()
 
 
 # Worker-process state: whether a run is in progress, and whether the parent asked us to stop.
@@ -164,40 +136,6 @@ def _threads_per_worker(workers: int) -> int:
     return max(1, _usable_cpus() // max(1, workers))
 
 
-def _data_spec(config: RunConfig) -> tuple:
-    return (config.dataset, config.source, config.data_root)
-
-
-def split_done(store: st.RunStore, configs: Sequence[RunConfig]) -> tuple[list[st.Run | None], dict[str, list[int]]]:
-    """The runs the store already has done (finished or diverged; None elsewhere), and what is left to
-    train: run name -> the indices of the configs with that run (identical configs train once)."""
-    runs: list[st.Run | None] = [None] * len(configs)
-    todo: dict[str, list[int]] = {}
-    for i, c in enumerate(configs):
-        existing = store.get(c)
-        if existing is not None and existing.status in st.DONE:
-            runs[i] = existing
-        else:
-            todo.setdefault(c.name, []).append(i)
-    return runs, todo
-
-
-def _prefetch_data(configs: Iterable[RunConfig]) -> None:
-    """Load each distinct data spec once in this process (see the module doc), so that workers
-    started afterwards find the downloaded / decoded files in the cache. Errors are left for the
-    workers to report, per run."""
-    seen = set()
-    for c in configs:
-        spec = _data_spec(c)
-        if spec in seen:
-            continue
-        seen.add(spec)
-        try:
-            load_for_config(c)
-        except Exception:  # e.g. no data: each worker fails with the full message
-            pass
-
-
 def _stop_pool(pool: ProcessPoolExecutor, grace: float = STOP_GRACE_S) -> None:
     """Cancel queued runs and stop the worker processes now: SIGTERM, repeated every half second
     (a worker marks its run interrupted and exits), SIGKILL for any still alive after ``grace``
@@ -228,53 +166,6 @@ def _stop_pool(pool: ProcessPoolExecutor, grace: float = STOP_GRACE_S) -> None:
         for proc in procs:
             with suppress(ValueError):
                 proc.join(timeout=1.0)
-
-
-def _auto_imports(configs: Iterable[RunConfig]) -> list[str]:
-    """Modules outside the package that registered what the configs use (importable ones only)."""
-    from cifar_utils.optim import get_optimizer_factory
-
-    from .datasets import _EXTRA
-
-    found = []
-    for c in configs:
-        candidates = []
-        try:
-            candidates.append(get_optimizer_factory(c.optimizer).__module__)
-        except ValueError:
-            pass
-        if c.dataset in _EXTRA:
-            candidates.append(_EXTRA[c.dataset].__module__)
-        try:
-            from cifar_utils.models import registry
-
-            fn = registry._REGISTRY.get(c.model)
-            if fn is not None:
-                candidates.append(fn.__module__)
-        except (ImportError, AttributeError):
-            pass
-        for module in candidates:
-            # "__main__" (a notebook or script) cannot be imported by a worker: the worker will
-            # then fail with "unknown model/optimizer", naming the choices it does know.
-            if module and module != "__main__" and module in sys.modules and module not in found:
-                found.append(module)
-    return found
-
-
-def _check_callback_factory(factory: Callable) -> None:
-    """A clear error now, rather than an unpicklable-object error from a worker later."""
-    if not callable(factory):
-        raise TypeError(f"callbacks must be a function config -> list of Callbacks, got {type(factory).__name__}")
-    target = getattr(factory, "func", factory)  # functools.partial
-    module = getattr(target, "__module__", None) or getattr(type(target), "__module__", None)
-    if module == "__main__" or "<lambda>" in getattr(target, "__qualname__", "") \
-            or "<locals>" in getattr(target, "__qualname__", ""):
-        raise ValueError("callbacks= must be importable by the worker processes: define the factory at module "
-                         "level in a module (not in a notebook, not a lambda or local function)")
-    try:
-        pickle.dumps(factory)
-    except Exception as exc:
-        raise ValueError(f"callbacks= factory cannot be sent to a worker process: {exc}") from exc
 
 
 #: Where run_many trains: spawned processes on this machine, or Ray tasks (see ray_backend.py).
@@ -315,7 +206,7 @@ def run_many(configs: Iterable[RunConfig], *, jobs: int = 1, runs_dir: str | Pat
     if jobs < 1:
         raise ValueError(f"jobs must be >= 1, got {jobs}")
     if callbacks is not None:  # checked for jobs=1 too, so that jobs never changes what works
-        _check_callback_factory(callbacks)
+        check_callback_factory(callbacks)
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {', '.join(map(repr, BACKENDS))}, got {backend!r}")
     if backend == "ray":
@@ -329,7 +220,7 @@ def run_many(configs: Iterable[RunConfig], *, jobs: int = 1, runs_dir: str | Pat
     if ray_only:
         raise ValueError(f"{', '.join(ray_only)} only apply to backend='ray' (got backend={backend!r})")
     store = st.RunStore(runs_dir)
-    runs, todo = split_done(store, configs)
+    runs, todo = split_done(store, configs, callbacks)
     errors: dict[int, str] = {}
     failures: dict[int, tuple[str, str, str]] = {}
 
@@ -346,14 +237,14 @@ def run_many(configs: Iterable[RunConfig], *, jobs: int = 1, runs_dir: str | Pat
 
                 for i in indices:
                     errors[i] = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-                    failures[i] = _describe(configs[i], exc)
+                    failures[i] = describe(configs[i], exc)
     elif todo:
-        all_imports = list(dict.fromkeys([*imports, *_auto_imports(configs)]))
+        all_imports = list(dict.fromkeys([*imports, *auto_imports(configs)]))
         workers = min(jobs, len(todo))
         threads = None
         if not any(str(c.device).startswith("cuda") for c in configs):
             threads = _threads_per_worker(workers)
-        _prefetch_data(configs[idx[0]] for idx in todo.values())
+        prefetch_data(configs[idx[0]] for idx in todo.values())
         pool = ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"),
                                    initializer=_init_worker)
         try:
@@ -372,7 +263,7 @@ def run_many(configs: Iterable[RunConfig], *, jobs: int = 1, runs_dir: str | Pat
                         text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
                         for i in indices:
                             errors[i] = text
-                            failures[i] = _describe(configs[i], exc)
+                            failures[i] = describe(configs[i], exc)
                     bar.update(1)
         except BaseException:  # Ctrl-C above all: leaving a `with pool` would wait for every queued run
             _stop_pool(pool)

@@ -46,6 +46,7 @@ from typing import Any
 from cifar_utils.progress import progress_bar
 
 from . import store as st
+from .batch import RunManyError, auto_imports, prefetch_data, split_done
 from .config import RunConfig
 
 #: How often Ray retries a run whose worker process died (not a run that raised).
@@ -209,18 +210,16 @@ def run_many_ray(configs: Sequence[RunConfig], *, jobs: int, runs_dir: str | Pat
                  cpus_per_run: float | None = None, callbacks: Any = None) -> list[st.Run]:
     """:func:`cifar_utils.engine.run_many` with ``backend="ray"`` (see the module doc); ``configs``
     are validated RunConfigs."""
-    from .parallel import RunManyError, _auto_imports, _prefetch_data, split_done
-
     store = st.RunStore(Path(runs_dir if runs_dir is not None else st.RunStore().root).resolve())
-    runs, todo = split_done(store, configs)
+    runs, todo = split_done(store, configs, callbacks)
     errors: dict[int, str] = {}
     if todo:  # Ray is needed only to train: a finished store loads without it
         ray = import_ray()
-        _prefetch_data(configs[idx[0]] for idx in todo.values())
+        prefetch_data(configs[idx[0]] for idx in todo.values())
         owned = _connect(ray, ray_address)
         try:
             _run_tasks(ray, configs, todo, store, runs, errors, jobs=jobs, progress=progress,
-                       imports=list(dict.fromkeys([*imports, *_auto_imports(configs)])),
+                       imports=list(dict.fromkeys([*imports, *auto_imports(configs)])),
                        gpus_per_run=gpus_per_run, cpus_per_run=cpus_per_run, callbacks=callbacks)
         finally:
             if owned:
