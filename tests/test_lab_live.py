@@ -118,7 +118,9 @@ window.__t = (() => {
       await jupyterapp.commands.execute('notebook:run-all-cells');
     }
     const done = () => cells.every((c, i) => c.model.executionCount !== null && c.model.executionCount !== before[i]);
-    while (!(done() && kernelIdle())) await sleep(200);
+    // a cell that raises stops the run: the cells after it never run, so stop waiting and report it
+    const failed = () => cells.some(c => c.model.outputs.toJSON().some(o => o.output_type === 'error'));
+    while (!((done() || failed()) && kernelIdle())) await sleep(200);
     return p.content.widgets.filter(c => c.model.type === 'code').map(c => ({
       tags: c.model.getMetadata('tags') || [], count: c.model.executionCount,
       outputs: c.model.outputs.toJSON().map(o => ({type: o.output_type, text: o.text || '',
@@ -211,6 +213,11 @@ class LabPage:
         return now
 
 
+def _cell_errors(cells: list[dict]) -> list[str]:
+    return [f"{c['tags']}: {o['ename']}: {o['evalue']}\n{o['traceback']}"
+            for c in cells for o in c["outputs"] if o["type"] == "error"]
+
+
 def _log_errors(text: str) -> list[str]:
     return [line for line in text.splitlines() if LOG_ERROR.search(line)]
 
@@ -257,6 +264,8 @@ def live(tmp_path_factory) -> dict:
             page.js(HELPERS_JS)
             seen["ready"] = page.call("ready", timeout=LOAD_TIMEOUT_S)
             seen["cells"] = page.call("runCells", None, timeout=RUN_TIMEOUT_S)
+            failed = _cell_errors(seen["cells"])
+            assert not failed, "a cell of the fixture raised:\n" + "\n".join(failed)
             seen["ran_s"] = time.monotonic() - t0
             snap = {tag: page.call("rendered", f"explorer-{tag}", UPDATE_TIMEOUT_S * 1000, timeout=UPDATE_TIMEOUT_S + 30)
                     for tag in ("history", "cam", "landscape", "pruning")}
@@ -295,9 +304,7 @@ def live(tmp_path_factory) -> dict:
 
 def test_the_fixture_runs_in_a_live_kernel(live):
     assert live["ready"]["kernel"] == "python3", live["ready"]
-    errors = [f"{c['tags']}: {o['ename']}: {o['evalue']}\n{o['traceback']}"
-              for c in live["cells"] for o in c["outputs"] if o["type"] == "error"]
-    assert not errors, "\n".join(errors)
+    assert not _cell_errors(live["cells"])
     assert all(c["count"] for c in live["cells"]), [c["tags"] for c in live["cells"] if not c["count"]]
     for tag, snap in live["initial"].items():
         assert snap["widgets"] > 0 and snap["images"] == 1, f"{tag}: live widget with one picture expected, got {snap}"

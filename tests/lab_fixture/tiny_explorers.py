@@ -44,7 +44,8 @@ def build() -> dict:
     model = trained.load_model("cpu")
     data = cam.load_cam_data(trained.config)
     configs = [tiny.tiny_config(optimizer="adam", lr=lr, epochs=4, train_size=128) for lr in (1e-2, 1e-3)]
-    bn_runs = bm.train_runs(configs, bm.MetricsFactory(), progress=False)
+    records = bm.MetricsFactory()  # chapter 5's per-step measurements
+    bn_runs = [run(c, callbacks=records(c), progress=False) for c in configs]
     weight = dict(model.named_parameters())["block2.0.weight"].detach()
     orders = {"block2.0": sparsity.pruning_order(weight, sparsity.NEVER * (weight.new_ones(weight.shape[0])).int())}
     return {
