@@ -245,7 +245,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"train: the runs ask for device {', '.join(map(repr, wanted))} and this machine has no CUDA GPU; "
               "run on a GPU machine (or use a profile with device auto/cpu)", file=sys.stderr)
         return 2
-    jobs, pack = resolve_jobs(args.jobs, args.backend, cuda, len(runs), args.gpus_per_run)
+    on_gpu = cuda and any(not str(r.config.device).startswith("cpu") for r in runs)  # runs pinned to cpu: no shares
+    jobs, pack = resolve_jobs(args.jobs, args.backend, on_gpu, len(runs), args.gpus_per_run)
     summary = train_runs(runs, runs_dir=store.root, jobs=jobs, backend=args.backend, ray_address=args.ray_address,
                          gpus_per_run=args.gpus_per_run, cpus_per_run=args.cpus_per_run, every=args.every, pack=pack)
     print(f"[train] {summary.text()}", flush=True)
