@@ -134,9 +134,12 @@ def measure(name: str, batches: Iterator, *, model: str, device: torch.device, b
             net = net.to(memory_format=torch.channels_last)
         opt = create_optimizer("sgd", net, lr=0.1, momentum=0.9, weight_decay=5e-4)
         step_model = net
-        if compile:
-            step_model = (torch.compile(net, mode=compile_mode) if compile_backend == "inductor"
-                          else torch.compile(net, backend=compile_backend))
+        if compile and compile_backend == "inductor":  # as the engine does (shared cache; graphs need CUDA)
+            from cifar_utils.engine.runtime import step_model as engine_step_model
+
+            step_model, _ = engine_step_model(net, device, True, compile_mode)
+        elif compile:
+            step_model = torch.compile(net, backend=compile_backend)
         net.train()
         setup = StepSetup(model=net, optimizer=opt, loss_fn=torch.nn.functional.cross_entropy, device=device,
                           precision=precision, step_model=step_model)

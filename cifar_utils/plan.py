@@ -22,14 +22,14 @@ arm, :mod:`cifar_utils.claims`), never part of the book's total.
 
 ``python -m cifar_utils.plan --profile full`` prints the table: one row per distinct run, its
 chapter(s) and label, model, epochs, store status and projected GPU time
-(:mod:`cifar_utils.projection`), totals per chapter and for the book, then the settling seeds with
-their own total.
+(:mod:`cifar_utils.projection`), totals per chapter and for the book, one run at a time and packed on
+one GPU (:mod:`cifar_utils.packing`), then the settling seeds with their own totals.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -168,6 +168,8 @@ CHAPTER_RUNS: dict[str, tuple[tuple[str, ...], Callable[[Mapping[str, Any]], lis
 
 _DATA = ("source", "data_root", "train_size", "test_size")
 _DEVICE = ("device", "precision")
+#: How the training step runs: every chapter's runs take them as they are (:func:`chapter`).
+_STEP = ("compile", "compile_mode")
 
 
 def _chapter_runs(name: str, *params: str):
@@ -188,7 +190,7 @@ def _protocol(chapter: str, p: Mapping[str, Any]) -> list[Arm]:
     return [Arm(chapter, (), model, tuple(cs)) for model, cs in configs.items()]
 
 
-_PROTOCOL = ("models", "epochs", "batch_size", "seeds", *_DATA, *_DEVICE, "val_size")
+_PROTOCOL = ("models", "epochs", "batch_size", "seeds", *_DATA, *_DEVICE, *_STEP, "val_size")
 
 
 @_chapter_runs(CH1, *_PROTOCOL)
@@ -211,7 +213,7 @@ def _choice_base(p: Mapping[str, Any]) -> RunConfig:
 
 
 @_chapter_runs(CH3, "epochs", "batch_size", "optimizer_lrs", "lr_grid", "grid_val_size", "seed", "activations",
-               "losses", "optimizers", *_DATA, *_DEVICE)
+               "losses", "optimizers", *_DATA, *_DEVICE, *_STEP)
 def training_choices(p: Mapping[str, Any]) -> list[Arm]:
     """Chapter 3: the activation, loss and optimizer sweeps on ResNet-18 + Adam (their shared baseline
     is one run), and with ``lr_grid`` each optimizer at its rate times each factor, path
@@ -230,7 +232,7 @@ def training_choices(p: Mapping[str, Any]) -> list[Arm]:
     return arms
 
 
-@_chapter_runs(CH4, "epochs", "batch_size", "seed", "cutout", *_DATA, *_DEVICE)
+@_chapter_runs(CH4, "epochs", "batch_size", "seed", "cutout", *_DATA, *_DEVICE, *_STEP)
 def best_model(p: Mapping[str, Any]) -> list[Arm]:
     """Chapter 4: chapter 1's ResNet-18 and WRN-28-10 (the same configs under chapter 1's parameters)
     and the WRN-28-10 with Cutout (labels of :data:`cifar_utils.experiments.BEST_MODEL_RUNS`)."""
@@ -240,7 +242,7 @@ def best_model(p: Mapping[str, Any]) -> list[Arm]:
 
 
 @_chapter_runs(CH5, "epochs", "batch_size", "lrs", "weight_decay", "augment", "probe_every", "probe_factors", "seed",
-               *_DATA, *_DEVICE)
+               *_DATA, *_DEVICE, *_STEP)
 def batchnorm(p: Mapping[str, Any]) -> list[Arm]:
     """Chapter 5: VGG-A and VGG-A-BN at each learning rate (path ``(model,)``, label the rate), recorded
     with the per-step BatchNorm metrics (and probes, with ``probe_every``)."""
@@ -255,7 +257,8 @@ def batchnorm(p: Mapping[str, Any]) -> list[Arm]:
 
 @_chapter_runs(CH6, "epochs", "batch_size", "lr", "lr_step", "kappa", "mu", "lam", "seeds", *_DATA, "resnet",
                "resnet_seed", "resnet_epochs", "resnet_batch_size", "resnet_lr", "resnet_kappa", "resnet_mu",
-               "resnet_lam", "cifar_source", "cifar_data_root", "cifar_train_size", "cifar_test_size", *_DEVICE)
+               "resnet_lam", "cifar_source", "cifar_data_root", "cifar_train_size", "cifar_test_size", *_DEVICE,
+               *_STEP)
 def dessilbi(p: Mapping[str, Any]) -> list[Arm]:
     """Chapter 6: LeNet on MNIST with SLBI and with SGD, one run per seed (path ``("lenet",)``); with
     ``resnet``, ResNet-18 with SLBI-Adam and chapter 3's Adam baseline (path ``("resnet",)``). SLBI runs
@@ -292,14 +295,17 @@ def _builder(chapter_name: str):
 
 def chapter(chapter_name: str, params: Mapping[str, Any]) -> ChapterRuns:
     """A chapter's runs under ``params``: its notebook's ``globals()`` (the notebook asks for its own
-    runs), or its parameters as :func:`cifar_utils.book.params.chapter_parameters` rebuilds them."""
+    runs), or its parameters as ``cifar_utils.book.params.chapter_parameters`` rebuilds them."""
     names, build = _builder(chapter_name)
     missing = [n for n in names if n not in params]
     if missing:
         raise ValueError(f"chapter {chapter_name!r} needs the parameter(s) {', '.join(missing)} (its notebook's "
                          "parameters cell declares them)")
     chosen = {n: params[n] for n in names}
-    return ChapterRuns(chapter_name, chosen, build(chosen))
+    step = {n: chosen[n] for n in _STEP if n in chosen}
+    arms = [arm if not step else replace(arm, configs=tuple(c.replace(**step) for c in arm.configs))
+            for arm in build(chosen)]
+    return ChapterRuns(chapter_name, chosen, arms)
 
 
 # --- the whole plan ----------------------------------------------------------------------------------
@@ -440,7 +446,12 @@ def run_status(store: RunStore, config: RunConfig) -> str:
 def table(plan: Plan, store: RunStore | None = None) -> str:
     """The plan as text: one row per distinct run, totals per chapter and for the book, then the
     settling seeds apart (see the module doc)."""
+    from .packing import NOTE as PACKING_SOURCE
+    from .packing import decide
     from .projection import SOURCE, hours, speed
+
+    def packed(configs: list[RunConfig]) -> float:
+        return decide(configs).wall_seconds if configs else 0.0
 
     store = store if store is not None else RunStore()
     head = f"{'run':<26} {'chapter(s): label':<58} {'epochs':>6} {'status':<22} {'GPU time':>9}"
@@ -457,22 +468,27 @@ def table(plan: Plan, store: RunStore | None = None) -> str:
 
     for r in sorted(plan.runs, key=lambda r: (CHAPTERS.index(r.chapters[0]) if r.chapters[0] in CHAPTERS else 99)):
         lines.append(row(r))
-    lines += ["", "per chapter (a run shared by chapters counts in each):"]
+    lines += ["", "per chapter (a run shared by chapters counts in each): one run at a time, and packed (the chapter's "
+                  "runs sharing one GPU)"]
     uses = 0
     for name, ch in plan.chapters.items():
         runs = [r for r in plan.runs if name in r.chapters]
         uses += len(runs)
-        lines.append(f"  {name:<24} {len(runs):>3} runs  {hours(sum(r.seconds() for r in runs)):>9}")
+        lines.append(f"  {name:<24} {len(runs):>3} runs  {hours(sum(r.seconds() for r in runs)):>9}  "
+                     f"{hours(packed([r.config for r in runs])):>9} packed")
     total = sum(r.seconds() for r in plan.runs)
     lines.append(f"total {len(plan.runs)} distinct runs ({uses} chapter uses), {total / 3600:.2f} GPU-hours "
                  "(chapters 1-6, one run at a time on one GPU)")
+    lines.append(f"packed: {packed([r.config for r in plan.runs]) / 3600:.2f} GPU-hours (the same runs sharing one GPU, "
+                 "`python -m cifar_utils.train`'s --jobs auto on a CUDA machine)")
     if plan.settling:
         lines += ["", f"optional: the claims' settling seeds ({len(SETTLE_SEEDS)} per arm; "
                       "`python -m cifar_utils.train --settle`), not part of the book:", head, "-" * len(head)]
         lines += [row(r) for r in plan.settling]
         lines.append(f"settling total {len(plan.settling)} runs, "
-                     f"{sum(r.seconds() for r in plan.settling) / 3600:.2f} GPU-hours")
-    lines += ["", f"GPU time: {SOURCE}."]
+                     f"{sum(r.seconds() for r in plan.settling) / 3600:.2f} GPU-hours, "
+                     f"{packed([r.config for r in plan.settling]) / 3600:.2f} packed")
+    lines += ["", f"GPU time: {SOURCE}.", f"Packed: {PACKING_SOURCE}"]
     if estimated:
         lines.append(f"* estimated from training FLOPs (not measured): {', '.join(sorted(estimated))}")
     return "\n".join(lines)

@@ -12,10 +12,17 @@ that fails is reported and the others go on; Ctrl-C stops cleanly (the runs in f
 interrupted) and a second call resumes them. At the end: trained / loaded / failed, and the wall time;
 the exit status is 1 when a run failed, 130 when interrupted.
 
-``--dry-run`` prints what would be trained and its projected GPU time, and trains nothing. ``--settle``
-adds the claims' optional settling seeds (all, or those of the claims named: ``--settle depth,width``).
-``--backend ray`` sends the runs to Ray (:mod:`cifar_utils.engine.ray_backend`; ``--gpus-per-run 0.25``
-lets four share a GPU).
+``--dry-run`` prints what would be trained, its projected GPU time one run at a time and packed on one
+GPU (the packing decision, :mod:`cifar_utils.packing`), and trains nothing. ``--settle`` adds the claims'
+optional settling seeds (all, or those of the claims named: ``--settle depth,width``). ``--backend ray``
+sends the runs to Ray (:mod:`cifar_utils.engine.ray_backend`; ``--gpus-per-run 0.25`` lets four share a
+GPU).
+
+``--jobs auto`` (the default): on a CUDA machine several runs share the GPU as :func:`cifar_utils.packing.decide`
+says (each run's share of the GPU; the local scheduler starts a run when its share is free, Ray gets it as
+``num_gpus``; a run that runs out of memory beside others is retried alone); on a machine without CUDA one
+run at a time, as before. ``--jobs N``: N runs at once, no shares (``--gpus-per-run`` sets one for all).
+A profile whose runs ask for ``device: cuda`` is refused, in one line, on a machine without CUDA.
 """
 
 from __future__ import annotations
@@ -28,10 +35,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from . import packing as _packing
 from . import plan as _plan
 from .engine import RunManyError, RunStore
 from .engine import store as st
 from .projection import hours
+
+#: ``--jobs auto`` at most this many runs at once (the packing table's largest k).
+AUTO_MAX_JOBS = max(_packing.KS)
 
 
 @dataclass
@@ -76,9 +87,11 @@ class Monitor:
     """Prints the runs in flight and an ETA every ``every`` seconds, read from the store's status files
     (so it works for every backend), on a daemon thread."""
 
-    def __init__(self, runs: Sequence[_plan.PlannedRun], store: RunStore, jobs: int, every: float,
+    def __init__(self, runs: Sequence[_plan.PlannedRun], store: RunStore, jobs: float, every: float,
                  say: Callable[[str], None]) -> None:
-        self.runs, self.store, self.jobs, self.every, self.say = list(runs), store, max(1, jobs), every, say
+        """``jobs``: how many times faster than one run at a time the runs are expected to train together
+        (the number of runs at once, or the packing's projected gain)."""
+        self.runs, self.store, self.jobs, self.every, self.say = list(runs), store, max(1.0, jobs), every, say
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="train-monitor", daemon=True)
         self.t0 = time.monotonic()
@@ -134,12 +147,14 @@ class Monitor:
 
 
 def train_runs(runs: Sequence[_plan.PlannedRun], *, runs_dir: str | Path | None = None, jobs: int = 1,
-               backend: str = "local", ray_address: str | None = None, gpus_per_run: float | None = None,
-               cpus_per_run: float | None = None, every: float = 60.0,
-               say: Callable[[str], None] | None = None) -> Summary:
+               backend: str = "local", ray_address: str | None = None,
+               gpus_per_run: float | Sequence[float] | None = None, cpus_per_run: float | None = None,
+               every: float = 60.0, say: Callable[[str], None] | None = None, pack: bool = False) -> Summary:
     """Train the planned ``runs`` the store lacks (longest first, with their records), report progress, and
     return the :class:`Summary` (a failed run does not stop the others; Ctrl-C ends the call with
-    ``interrupted=True`` after the runs in flight are marked interrupted)."""
+    ``interrupted=True`` after the runs in flight are marked interrupted). ``pack``: the runs share the GPU
+    as :func:`cifar_utils.packing.decide` says (in its start order, each with its share as
+    ``gpus_per_run``, at most ``jobs`` at once)."""
     say = say or (lambda line: print(line, flush=True))
     store = RunStore(runs_dir)
     todo, done = pending(runs, store)
@@ -147,11 +162,21 @@ def train_runs(runs: Sequence[_plan.PlannedRun], *, runs_dir: str | Path | None 
     if not todo:
         return summary
     t0 = time.monotonic()
-    say(f"[train] {len(todo)} runs to train ({hours(sum(r.seconds() for r in todo))} projected on one GPU), "
-        f"{len(done)} already in {store.root}; {jobs} at a time, backend {backend}")
+    serial = sum(r.seconds() for r in todo)
+    how, gain = f"{jobs} at a time", float(jobs)
+    if pack:
+        packed = _packing.decide([r.config for r in todo])
+        by_key = {r.config.key(): r for r in todo}
+        todo = [by_key[p.config.key()] for p in packed.runs]
+        gpus_per_run = [p.share for p in packed.runs]
+        gain = serial / packed.wall_seconds if packed.wall_seconds > 0 else 1.0
+        how = (f"packed, at most {jobs} at once ({hours(packed.wall_seconds)} projected on one GPU):\n"
+               + "\n".join(packed.lines()))
+    say(f"[train] {len(todo)} runs to train ({hours(serial)} projected on one GPU one at a time), "
+        f"{len(done)} already in {store.root}; backend {backend}, {how}")
     records = {r.config.key(): r.records for r in todo if r.records is not None}
     try:
-        with Monitor(todo, store, jobs, every, say):
+        with Monitor(todo, store, gain, every, say):
             _plan.train_configs([r.config for r in todo], records, jobs=jobs, runs_dir=store.root, progress=False,
                                 backend=backend, ray_address=ray_address, gpus_per_run=gpus_per_run,
                                 cpus_per_run=cpus_per_run)
@@ -176,7 +201,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--profile", default="full", help="params/<profile>.yaml (default: full)")
     ap.add_argument("--chapters", default="", help="comma-separated chapters (01,03 or full ids; default: all)")
     ap.add_argument("--backend", default="local", choices=("local", "ray"))
-    ap.add_argument("--jobs", type=int, default=1, help="runs trained at once (default 1)")
+    ap.add_argument("--jobs", default="auto", help="runs trained at once, or auto (default): on a CUDA machine "
+                    "the packing decides how many runs share the GPU, elsewhere one at a time")
     ap.add_argument("--runs-dir", default=None, help="the store (default: $CIFAR_UTILS_RUNS, else runs/<profile>)")
     ap.add_argument("--settle", nargs="?", const="all", default=None, metavar="CLAIMS",
                     help="also train the claims' settling seeds (all, or comma-separated claim ids)")
@@ -186,8 +212,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--every", type=float, default=60.0, help="seconds between progress reports (0: none)")
     ap.add_argument("--dry-run", action="store_true", help="print what would be trained; train nothing")
     args = ap.parse_args(argv)
-    if args.jobs < 1:
-        ap.error(f"--jobs must be >= 1, got {args.jobs}")
+    if args.jobs != "auto" and not (args.jobs.isdigit() and int(args.jobs) >= 1):
+        ap.error(f"--jobs must be auto or an integer >= 1, got {args.jobs!r}")
     chapters = _plan.expand_chapters(args.chapters)
     try:
         plan = _plan.for_profile(args.profile, chapters=chapters)
@@ -198,6 +224,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"train: {exc}", file=sys.stderr)
         return 2
     store = RunStore(args.runs_dir or _plan.default_store(args.profile))
+    cuda = cuda_available()
     if args.dry_run:
         todo, done = pending(runs, store)
         print(f"dry run: profile {args.profile!r}, store {store.root}: {len(todo)} runs to train, {len(done)} "
@@ -206,11 +233,42 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"  {r.name:<26} {r.config.epochs:>4} epochs  {hours(r.seconds()):>9}  {'; '.join(r.uses)}")
         print(f"projected: {hours(sum(r.seconds() for r in todo))} of one GPU, one run at a time "
               "(python -m cifar_utils.plan shows the source of the speeds)")
+        if todo:
+            packed = _packing.decide([r.config for r in todo])
+            print(f"packed on one GPU (what --jobs auto does on a CUDA machine{'' if cuda else '; this one has none'}): "
+                  f"{hours(packed.wall_seconds)} projected wall time (cifar_utils.packing; each line says what is "
+                  "measured and what estimated):")
+            print("\n".join(packed.lines()))
         return 0
-    summary = train_runs(runs, runs_dir=store.root, jobs=args.jobs, backend=args.backend, ray_address=args.ray_address,
-                         gpus_per_run=args.gpus_per_run, cpus_per_run=args.cpus_per_run, every=args.every)
+    wanted = sorted({r.config.device for r in runs if str(r.config.device).startswith("cuda")})
+    if wanted and not cuda and args.backend == "local":
+        print(f"train: the runs ask for device {', '.join(map(repr, wanted))} and this machine has no CUDA GPU; "
+              "run on a GPU machine (or use a profile with device auto/cpu)", file=sys.stderr)
+        return 2
+    on_gpu = cuda and any(not str(r.config.device).startswith("cpu") for r in runs)  # runs pinned to cpu: no shares
+    jobs, pack = resolve_jobs(args.jobs, args.backend, on_gpu, len(runs), args.gpus_per_run)
+    summary = train_runs(runs, runs_dir=store.root, jobs=jobs, backend=args.backend, ray_address=args.ray_address,
+                         gpus_per_run=args.gpus_per_run, cpus_per_run=args.cpus_per_run, every=args.every, pack=pack)
     print(f"[train] {summary.text()}", flush=True)
     return summary.exit_code
+
+
+def cuda_available() -> bool:
+    """Whether this machine has a CUDA GPU torch can use."""
+    import torch
+
+    return bool(torch.cuda.is_available())
+
+
+def resolve_jobs(jobs: str | int, backend: str, cuda: bool, runs: int, gpus_per_run: float | None) -> tuple[int, bool]:
+    """``--jobs`` as (runs at once, whether the packing gives each run its GPU share). ``auto``: packed (at
+    most :data:`AUTO_MAX_JOBS` at once locally, every run in flight on Ray) on a CUDA machine or on Ray
+    without ``--gpus-per-run``; else one at a time. A number: that many at once, no shares."""
+    if jobs != "auto":
+        return int(jobs), False
+    if backend == "ray":
+        return max(1, runs), gpus_per_run is None
+    return (AUTO_MAX_JOBS, gpus_per_run is None) if cuda else (1, False)
 
 
 def settling(plan: _plan.Plan, chapters: Sequence[str] | None, which: str) -> list[_plan.PlannedRun]:

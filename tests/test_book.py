@@ -135,7 +135,7 @@ def test_every_toc_entry_exists_and_every_book_notebook_is_in_the_toc():
 def test_profiles_validate_against_the_book():
     from cifar_utils.book import load_profile
 
-    for name in ("smoke", "full"):
+    for name in ("smoke", "full", "gpu-smoke"):
         validate_profile(load_profile(ROOT / "params" / f"{name}.yaml"), toc_notebooks(ROOT))
 
 

@@ -572,13 +572,15 @@ def test_threads_per_worker_follow_the_cpu_affinity(monkeypatch):
 def test_ctrl_c_stops_run_many(tmp_path, monkeypatch):
     # The parent is interrupted (as by Ctrl-C / a notebook's interrupt) once the first run is
     # done: the queued runs must not train, the workers must be gone, KeyboardInterrupt raised.
-    real_as_completed = parallel.as_completed
+    real_wait, waits = parallel.wait, []
 
-    def interrupted_after_first(futures):
-        yield next(iter(real_as_completed(futures)))
-        raise KeyboardInterrupt
+    def interrupted_after_first(futures, return_when):
+        if waits:
+            raise KeyboardInterrupt
+        waits.append(1)
+        return real_wait(futures, return_when=return_when)
 
-    monkeypatch.setattr(parallel, "as_completed", interrupted_after_first)
+    monkeypatch.setattr(parallel, "wait", interrupted_after_first)
     configs = [config(epochs=3, seed=20 + i, train_size=128) for i in range(8)]
     with pytest.raises(KeyboardInterrupt):
         run_many(configs, jobs=2, runs_dir=tmp_path, progress=False)

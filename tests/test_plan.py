@@ -127,6 +127,11 @@ def test_plan_command_prints_every_chapter_a_total_and_the_settling_seeds_apart(
     assert distinct < uses
     settle = [line for line in lines if line.startswith("settling total ")]
     assert len(settle) == 1 and lines.index(settle[0]) > lines.index(total[0])
+    one_at_a_time = float(re.search(r", ([\d.]+) GPU-hours", total[0]).group(1))
+    packed = [line for line in lines if line.startswith("packed: ")]  # next to the one-at-a-time total
+    assert len(packed) == 1 and lines.index(packed[0]) == lines.index(total[0]) + 1
+    assert 0 < float(re.match(r"packed: ([\d.]+) GPU-hours", packed[0]).group(1)) < one_at_a_time
+    assert "packed" in settle[0] and "Packed: cifar_utils.packing" in text
     assert "missing" in text and "estimated from training FLOPs" in text and "lenet" in text
 
 
@@ -202,7 +207,7 @@ def test_no_import_circle_in_the_package():
 
 
 def test_claims_are_split_into_short_modules():
-    for name in ("judge", "declared", "ledger", "render"):
+    for name in ("rules", "declared", "verdicts", "render"):
         lines = (PACKAGE / "claims" / f"{name}.py").read_text().count("\n")
         assert lines < 350, f"claims/{name}.py has {lines} lines"
     assert not (PACKAGE / "claims.py").exists()

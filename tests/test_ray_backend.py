@@ -97,8 +97,10 @@ def test_missing_ray_names_the_extra(tmp_path, monkeypatch):
 def test_backend_and_ray_options_are_checked(tmp_path):
     with pytest.raises(ValueError, match="backend must be one of 'local', 'ray'"):
         run_many([tiny_config(epochs=1)], runs_dir=tmp_path, backend="slurm")
-    with pytest.raises(ValueError, match="gpus_per_run only apply to backend='ray'"):
-        run_many([tiny_config(epochs=1)], runs_dir=tmp_path, gpus_per_run=0.5)
+    with pytest.raises(ValueError, match="cpus_per_run only apply to backend='ray'"):
+        run_many([tiny_config(epochs=1)], runs_dir=tmp_path, cpus_per_run=2)
+    with pytest.raises(ValueError, match=r"gpus_per_run must be numbers in \(0, 1\]"):  # local: shares of the GPU
+        run_many([tiny_config(epochs=1)], runs_dir=tmp_path, gpus_per_run=2)
     cluster = {"CPU": 2.0}
     assert ray_backend.resolve_resources([tiny_config()], cluster, None, None) == (0.0, 1.0)
     assert ray_backend.resolve_resources([tiny_config(device="auto")], {"CPU": 8, "GPU": 2}, None, None) == (1.0, 1.0)

@@ -142,6 +142,8 @@ def test_chapter_plan_is_the_projects_plan():
 
 @pytest.mark.slow
 def test_gpu_check_dry_run(tmp_path):
+    from cifar_utils import packing
+
     env = dict(os.environ, PYTHONPATH=str(ROOT), CIFAR_UTILS_PROGRESS="off")
     proc = subprocess.run([sys.executable, str(BENCH / "gpu_check.py"), "--dry-run", "--out", str(tmp_path)],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
@@ -150,30 +152,46 @@ def test_gpu_check_dry_run(tmp_path):
     parts = results["parts"]
     assert results["meta"]["dry_run"] is True and results["meta"]["device"] == "cpu"
     assert {k: p["status"] for k, p in parts.items()} == {
-        "throughput": "done", "projection": "done", "accuracy": "done", "bn_overhead": "skipped"}
+        "throughput": "done", "packing": "done", "compile_cache": "done", "projection": "done", "accuracy": "done",
+        "bn_overhead": "skipped"}
 
     rows = {r["mode"]: r for r in parts["throughput"]["rows"]}
-    assert set(rows) == {"report", "default", "compile"}
+    assert set(rows) == {"report", "default", "compile", "graphs"}  # graphs: eager on the CPU, as in the engine
     assert all(r["img_s"] > 0 for r in rows.values()) and rows["report"]["vs_report"] == 1.0
-    conc = parts["throughput"]["concurrent"]
-    assert conc["jobs"] == 2 and len(conc["per_run_img_s"]) == 2 and conc["img_s"] == pytest.approx(
-        sum(conc["per_run_img_s"]))
+
+    pk = parts["packing"]
+    assert [(r["model"], r["k"]) for r in pk["rows"]] == [("tiny_cnn", 1), ("tiny_cnn", 2)]
+    assert all(r["img_s"] > 0 and len(r["per_run_img_s"]) == r["k"] for r in pk["rows"])
+    assert pk["rows"][1]["img_s"] == pytest.approx(sum(pk["rows"][1]["per_run_img_s"]))
+    entries: dict = {}
+    exec(pk["entries"], entries)  # pasteable into cifar_utils/packing.py
+    assert entries["MEASURED_TOTAL"] == {"tiny_cnn": {2: round(pk["rows"][1]["img_s"], 1)}}
+
+    cache = parts["compile_cache"]
+    assert [r["run"] for r in cache["rows"]] == ["first", "later"] and all(r["img_s"] > 0 for r in cache["rows"])
+    assert cache["saved_s"] == pytest.approx(cache["rows"][0]["warmup_s"] - cache["rows"][1]["warmup_s"])
 
     proj = parts["projection"]
     chapters = {r["chapter"]: r for r in proj["rows"]}
     assert set(chapters) == {"01_architectures", "02_ablations", "03_training_choices", "04_gradcam_best_model",
                              "05_batchnorm", "06_dessilbi"}
-    assert all(r["hours"]["report"] for r in proj["rows"])  # no chapter without a projection
+    assert all(r["hours"][m] for r in proj["rows"] for m in ("report", "default", "default packed", "best"))
     ch3 = chapters["03_training_choices"]
     assert ch3["runs"] == 11 and ch3["epochs"] == 550
     epoch = 50_000 + 10_000 / 3  # training images + a third of the test images
     expected = 550 * epoch / rows["report"]["img_s"] / 3600  # every model timed as the tiny proxy
     assert ch3["hours"]["report"] == pytest.approx(expected)
-    assert ch3["hours"]["concurrent4"] == pytest.approx(550 * epoch / conc["img_s"] / 3600)
+    assert ch3["hours"]["default"] == pytest.approx(550 * epoch / rows["default"]["img_s"] / 3600)
+    # packed: no faster than every run at the best measured total speed, no slower than one at a time + start-up
+    default, one, two = rows["default"]["img_s"], pk["rows"][0]["img_s"], pk["rows"][1]["img_s"]
+    fastest = default * max(1.0, two / one)
+    packed = ch3["hours"]["default packed"] * 3600
+    assert 550 * epoch / fastest <= packed <= 550 * epoch / default + 11 * packing.START_SECONDS + 1e-6
+    assert ch3["hours"]["best"] == min(ch3["hours"][f"{m} packed"] for m in ("default", "compile", "graphs"))
     # the total counts each distinct run once: less than the sum over chapters (shared runs)
     assert proj["distinct_runs"] < proj["chapter_uses"]
     assert proj["totals"]["report"] < sum(r["hours"]["report"] for r in proj["rows"])
-    assert proj["settling"]["runs"] > 0 and proj["settling"]["hours"]["report"] > 0
+    assert proj["settling"]["runs"] > 0 and proj["settling"]["hours"]["default packed"] > 0
 
     acc = parts["accuracy"]
     assert [r["precision"] for r in acc["runs"]] == ["fp32", "auto"]
@@ -182,10 +200,11 @@ def test_gpu_check_dry_run(tmp_path):
 
     md = (tmp_path / "gpu_check.md").read_text()
     assert md.startswith("# GPU check (DRY RUN")
-    for heading in ("## 1. Training throughput", "## 2. Projected GPU hours", "## 3. Accuracy",
-                    "## 4. BatchNorm metrics overhead"):
+    for heading in ("## 1. Training throughput", "## 2. Packing", "## 3. Compile cache", "## 4. Projected GPU hours",
+                    "## 5. Accuracy", "## 6. BatchNorm metrics overhead"):
         assert heading in md
     assert "| tiny_cnn | report setup (fp32, PIL DataLoader, 2 workers) |" in md
+    assert "| tiny_cnn | 2 |" in md and "MEASURED_TOTAL = " in md and "| first |" in md and "| later |" in md
     assert "| 03_training_choices | 11 | 550 |" in md and "| **total** |" in md and "| 06_dessilbi |" in md
     assert "settling seeds" in md
     assert "chapter 5" in md

@@ -9,7 +9,7 @@ import pandas as pd
 
 from ..engine import RunStore
 from ..plan import book_root, default_store
-from .ledger import ledger
+from .verdicts import ledger
 from .render import table
 
 

@@ -1,5 +1,5 @@
 """Every conclusion of the report, declared once: its chapter, the report's sentence, the arms it compares
-and the rule that judges them (:mod:`cifar_utils.claims.judge`).
+and the rule that judges them (:mod:`cifar_utils.claims.rules`).
 
 A claim's arms are chosen among its chapter's runs as the plan gives them (:mod:`cifar_utils.plan`, the
 one definition of every chapter's runs): ``arms(chapter_runs) -> {arm name: Arm}``, so the ledger judges
@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..chapters import CH1, CH2, CH3, CH4, CH5, CH6
-from .judge import (EQUIVALENCE_MARGIN, Rule, beats, bn_rule, equivalent, lags, not_worse, ordered,
+from .rules import (EQUIVALENCE_MARGIN, Rule, beats, bn_rule, equivalent, lags, not_worse, ordered,
                     pruning_safe)
 
 #: ``chapter_runs -> {arm name: Arm or None}`` (a :class:`cifar_utils.plan.ChapterRuns`; None: not planned).

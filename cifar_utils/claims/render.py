@@ -11,8 +11,8 @@ import pandas as pd
 
 from ..plan import SETTLE_SEEDS
 from .declared import Claim
-from .judge import CONTRADICTED, INCONCLUSIVE, SUPPORTED, VERDICTS, Outcome
-from .ledger import Result
+from .rules import CONTRADICTED, INCONCLUSIVE, SUPPORTED, VERDICTS, Outcome
+from .verdicts import Result
 
 
 # --- tables ------------------------------------------------------------------------------------------

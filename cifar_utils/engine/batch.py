@@ -9,14 +9,23 @@ chapter 6's :class:`cifar_utils.sparsity.SLBIPathRecords`). A finished run that 
 without those callbacks, or with other settings) is moved aside (``<name>.old-<time>``, nothing
 deleted) and trained again, with a :class:`~cifar_utils.engine.store.StoreWarning` naming it, so
 that every run ``run_many`` returns carries the records its caller asked for.
+
+GPU shares: ``gpus_per_run`` may give each run its share of a GPU (one number for all, or one per config:
+:func:`per_run_shares`). The local scheduler starts a queued run only when its share fits in what the runs
+in flight leave free (:func:`startable`, the one rule, which :mod:`cifar_utils.packing` also simulates);
+Ray gives each task its share as ``num_gpus``. Out of memory: a run that fails with a CUDA out-of-memory
+error (``torch.OutOfMemoryError``) while other runs shared its GPU is not lost: it is queued again to run
+alone (share 1), once (:func:`retry_alone`), and a line says so.
 """
 
 from __future__ import annotations
 
+import numbers
 import pickle
 import sys
 import warnings
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 
 from . import store as st
 from .config import RunConfig
@@ -142,3 +151,87 @@ def check_callback_factory(factory: Callable) -> None:
         raise ValueError(f"callbacks= factory cannot be sent to a worker process: {exc}") from exc
 
 
+
+
+# --- GPU shares and the out-of-memory retry: what both backends' schedulers share -------------------------
+
+#: The environment variable a worker sets to its run's GPU share while it trains (1: the GPU alone).
+SHARE_ENV = "CIFAR_UTILS_GPU_SHARE"
+#: Shares are compared with this slack (eight shares of 1/8 may not add up to exactly 1.0).
+EPS = 1e-9
+
+
+@dataclass
+class Queued:
+    """A run waiting for (or holding) its GPU share: its name, the config indices with that run, the share
+    (0: not counted), and whether it is the out-of-memory retry."""
+
+    name: str
+    indices: list[int]
+    share: float = 0.0
+    retried: bool = False
+
+
+def per_run_shares(configs: Sequence[RunConfig], gpus_per_run: float | Sequence[float] | None,
+                   most: float | None = None) -> list[float] | None:
+    """``gpus_per_run`` as one number per config (None when not given). ``most``: the largest share allowed
+    (the local backend: 1, the one GPU). A clear error names a bad value and what is allowed."""
+    if gpus_per_run is None:
+        return None
+    if isinstance(gpus_per_run, numbers.Real) and not isinstance(gpus_per_run, bool):
+        values = [float(gpus_per_run)] * len(configs)
+    else:
+        values = list(gpus_per_run)
+        if len(values) != len(configs):
+            raise ValueError(f"gpus_per_run has {len(values)} values for {len(configs)} configs: give one number, "
+                             "or one per config")
+    for v in values:
+        if isinstance(v, bool) or not isinstance(v, numbers.Real) or not v > 0 or (most is not None and v > most + EPS):
+            allowed = f"in (0, {most:g}]" if most is not None else "> 0"
+            raise ValueError(f"gpus_per_run must be numbers {allowed} (a run's share of a GPU), got {v!r}")
+    return [float(v) for v in values]
+
+
+def startable(queue: Sequence, free: float, slots: int, share: Callable = lambda q: q.share) -> list:
+    """The queued items to start now, in queue order: each whose share fits in what is ``free`` (after the
+    ones chosen before it), at most ``slots``; an item that needs the GPU alone (share 1) and does not fit
+    stops the look, so that nothing overtakes (and starves) it."""
+    chosen = []
+    for item in queue:
+        if len(chosen) >= slots:
+            break
+        s = share(item)
+        if s <= free + EPS:
+            chosen.append(item)
+            free -= s
+        elif s >= 1 - EPS:
+            break
+    return chosen
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """Whether ``exc`` is (or wraps, as a Ray task error does) torch's CUDA out-of-memory error."""
+    import torch
+
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, torch.OutOfMemoryError) or type(exc).__name__ == "OutOfMemoryError":
+            return True
+        exc = getattr(exc, "cause", None) or exc.__cause__
+    return False
+
+
+def retry_alone(item: Queued, exc: BaseException, shared: bool) -> Queued | None:
+    """The out-of-memory retry of ``item`` (share 1, alone), or None: only a run that ran out of CUDA memory
+    while it ``shared`` the GPU, and only once."""
+    if item.retried or not shared or not is_out_of_memory(exc):
+        return None
+    return Queued(item.name, item.indices, share=1.0, retried=True)
+
+
+def retry_note(item: Queued, backend: str) -> str:
+    """The line that says a run is retried alone."""
+    share = f"share {item.share:g}" if item.share else "beside other runs"
+    return (f"[run_many {backend}] {item.name}: out of CUDA memory ({share}); queued again to run alone "
+            "(share 1), once")

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import time
 import traceback
 from collections.abc import Callable, Iterable
@@ -47,10 +48,11 @@ from . import store as st
 from .callbacks import Callback, Callbacks, TrainState
 from .config import RunConfig
 from .datasets import load_for_config
+from .batch import SHARE_ENV
 from .losses import create_loss
 # Re-exported: they lived here before runtime.py; `from cifar_utils.engine.loop import ...` still works.
 from .runtime import (autocast, device_name, resolve_channels_last, resolve_device, resolve_precision,  # noqa: F401
-                      rng_state, seed_everything, set_rng_state)
+                      rng_state, seed_everything, set_rng_state, step_model)
 
 #: How often (in steps) the loop checks the running training loss for NaN/inf (a GPU sync).
 NAN_CHECK_EVERY = 50
@@ -303,9 +305,11 @@ def _fit(config: RunConfig, path: Path, cbs: Callbacks, progress: bool, info: di
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
     loaders, model, model_args, optimizer, scheduler = _build(config, device, channels_last)
+    stepper, compiled = step_model(model, device, config.compile, config.compile_mode)
     setup = StepSetup(model=model, optimizer=optimizer, loss_fn=create_loss(config.loss), device=device,
-                      precision=precision, grad_clip=config.grad_clip, callbacks=cbs,
-                      step_model=torch.compile(model, mode=config.compile_mode) if config.compile else model)
+                      precision=precision, grad_clip=config.grad_clip, callbacks=cbs, step_model=stepper)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
 
     # resume?
     history: list[dict] = []
@@ -323,7 +327,10 @@ def _fit(config: RunConfig, path: Path, cbs: Callbacks, progress: bool, info: di
         set_rng_state(ckpt["rng"])
         resumed_from = start_epoch
     info.update(device=str(device), device_name=device_name(device), precision=precision,
-                channels_last=channels_last, model_args=model_args)
+                channels_last=channels_last, model_args=model_args, step_mode=compiled)
+    share = os.environ.get(SHARE_ENV)
+    if share:
+        info["gpu_share"] = float(share)
     if resumed_from is not None:
         info["resumed_from"] = resumed_from
     _save_progress(path, info, history, wall)
@@ -442,7 +449,11 @@ def _run_epoch(setup: StepSetup, state: TrainState, epoch: int) -> dict[str, Any
 
 def _save_progress(path: Path, info: dict, history: list[dict], wall: float, **fields: Any) -> None:
     """The one place where a training run writes its ``history.json`` and ``status.json`` (``_train``
-    writes the first status and, when something raises, the failed/interrupted one)."""
+    writes the first status and, when something raises, the failed/interrupted one). On CUDA it records the
+    run's peak allocated memory so far (``peak_memory_bytes``: what the packing table holds)."""
+    if str(info.get("device", "")).startswith("cuda") and torch.cuda.is_initialized():
+        info["peak_memory_bytes"] = max(int(info.get("peak_memory_bytes") or 0),
+                                        int(torch.cuda.max_memory_allocated(torch.device(info["device"]))))
     st.atomic_write_json(history, path / st.HISTORY_FILE)
     info.update(updated=st.now_iso(), wall_seconds=wall, epochs_done=len(history), **fields)
     st.atomic_write_json(info, path / st.STATUS_FILE)

@@ -49,7 +49,7 @@ import signal
 import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from contextlib import suppress
 from multiprocessing.connection import wait as mp_wait
 from pathlib import Path
@@ -57,8 +57,8 @@ from pathlib import Path
 from cifar_utils.progress import progress_bar
 
 from . import store as st
-from .batch import (RunManyError, auto_imports, check_callback_factory, describe, prefetch_data,  # noqa: F401
-                    split_done)
+from .batch import (SHARE_ENV, Queued, RunManyError, auto_imports, check_callback_factory, describe,  # noqa: F401
+                    per_run_shares, prefetch_data, retry_alone, retry_note, split_done, startable)
 from .config import RunConfig
 
 #: Seconds a stopped worker gets to mark its run interrupted before it is killed.
@@ -100,9 +100,10 @@ def _init_worker() -> None:
 
 
 def _worker(config_dict: dict, runs_dir: str, imports: Sequence[str], threads: int | None,
-            callbacks: Callable | None = None) -> str:
+            callbacks: Callable | None = None, share: float = 0.0) -> str:
     global _IN_RUN
     _IN_RUN = True
+    os.environ[SHARE_ENV] = f"{share:g}"  # this run's GPU share (0: not counted), for the run and its model
     try:
         for module in imports:
             importlib.import_module(module)
@@ -121,6 +122,17 @@ def _worker(config_dict: dict, runs_dir: str, imports: Sequence[str], threads: i
         raise
     finally:
         _IN_RUN = False
+        os.environ.pop(SHARE_ENV, None)
+        _release_cuda_memory()
+
+
+def _release_cuda_memory() -> None:
+    """Hand the finished run's cached CUDA memory back (the worker process may train a run of another model
+    next, beside other processes)."""
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available() and torch.cuda.is_initialized():
+        with suppress(Exception):
+            torch.cuda.empty_cache()
 
 
 def _usable_cpus() -> int:
@@ -176,7 +188,7 @@ BACKENDS = ("local", "ray")
 def run_many(configs: Iterable[RunConfig], *, jobs: int = 1, runs_dir: str | Path | None = None,
              progress: bool = True, imports: Sequence[str] = (),
              callbacks: Callable[[RunConfig], Iterable] | None = None, backend: str = "local",
-             ray_address: str | None = None, gpus_per_run: float | None = None,
+             ray_address: str | None = None, gpus_per_run: float | Sequence[float] | None = None,
              cpus_per_run: float | None = None) -> list[st.Run]:
     """Train (or load) every config; return their runs in order.
 
@@ -190,6 +202,12 @@ def run_many(configs: Iterable[RunConfig], *, jobs: int = 1, runs_dir: str | Pat
     downloads happen once (see the module doc). Ctrl-C cancels the queued runs, stops the workers
     and raises ``KeyboardInterrupt``. ``callbacks``: a picklable factory ``config -> [Callback, ...]``
     called for each run that is trained (see the module doc; runs loaded from the store get none).
+
+    ``gpus_per_run``: each run's share of the GPU (one number, or one per config, each in (0, 1];
+    :mod:`cifar_utils.packing` chooses them): with ``jobs > 1`` a queued run starts only when its share
+    fits beside the runs in flight (at most ``jobs`` at once), longest queued first as given. A run that
+    fails with CUDA out of memory while it shared the GPU is queued again to run alone (share 1), once,
+    and a line says so (see :mod:`cifar_utils.engine.batch`).
 
     ``backend="ray"`` runs each config as a Ray task (``jobs`` of them in flight at once), on a
     local Ray instance or the cluster at ``ray_address``, each asking for ``gpus_per_run`` GPUs
@@ -215,14 +233,22 @@ def run_many(configs: Iterable[RunConfig], *, jobs: int = 1, runs_dir: str | Pat
         return run_many_ray(configs, jobs=jobs, runs_dir=runs_dir, progress=progress, imports=imports,
                             callbacks=callbacks, ray_address=ray_address, gpus_per_run=gpus_per_run,
                             cpus_per_run=cpus_per_run)
-    ray_only = {k: v for k, v in dict(ray_address=ray_address, gpus_per_run=gpus_per_run,
-                                      cpus_per_run=cpus_per_run).items() if v is not None}
+    ray_only = {k: v for k, v in dict(ray_address=ray_address, cpus_per_run=cpus_per_run).items() if v is not None}
     if ray_only:
         raise ValueError(f"{', '.join(ray_only)} only apply to backend='ray' (got backend={backend!r})")
+    shares = per_run_shares(configs, gpus_per_run, most=1.0)
     store = st.RunStore(runs_dir)
     runs, todo = split_done(store, configs, callbacks)
     errors: dict[int, str] = {}
     failures: dict[int, tuple[str, str, str]] = {}
+
+    def failed(indices: Sequence[int], exc: BaseException) -> None:
+        import traceback
+
+        text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+        for i in indices:
+            errors[i] = text
+            failures[i] = describe(configs[i], exc)
 
     if jobs == 1 or len(todo) == 1:
         for indices in todo.values():
@@ -233,11 +259,7 @@ def run_many(configs: Iterable[RunConfig], *, jobs: int = 1, runs_dir: str | Pat
                 for i in indices:
                     runs[i] = result
             except Exception as exc:  # keep going; report at the end
-                import traceback
-
-                for i in indices:
-                    errors[i] = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-                    failures[i] = describe(configs[i], exc)
+                failed(indices, exc)
     elif todo:
         all_imports = list(dict.fromkeys([*imports, *auto_imports(configs)]))
         workers = min(jobs, len(todo))
@@ -245,26 +267,35 @@ def run_many(configs: Iterable[RunConfig], *, jobs: int = 1, runs_dir: str | Pat
         if not any(str(c.device).startswith("cuda") for c in configs):
             threads = _threads_per_worker(workers)
         prefetch_data(configs[idx[0]] for idx in todo.values())
+        queue = [Queued(name, idx, shares[idx[0]] if shares else 0.0) for name, idx in todo.items()]
         pool = ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"),
                                    initializer=_init_worker)
         try:
             with progress_bar(total=len(todo), desc=f"run_many ({jobs} jobs)", disable=not progress) as bar:
-                futures = {pool.submit(_worker, configs[idx[0]].to_dict(), str(store.root), all_imports, threads,
-                                       callbacks): idx for idx in todo.values()}
-                for fut in as_completed(futures):
-                    indices = futures[fut]
-                    try:
-                        result = st.load_run(fut.result())
-                        for i in indices:
-                            runs[i] = result
-                    except Exception as exc:
-                        import traceback
-
-                        text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-                        for i in indices:
-                            errors[i] = text
-                            failures[i] = describe(configs[i], exc)
-                    bar.update(1)
+                inflight: dict = {}  # future -> Queued
+                free = 1.0
+                while queue or inflight:
+                    for item in startable(queue, free, workers - len(inflight)):
+                        queue.remove(item)
+                        free -= item.share
+                        inflight[pool.submit(_worker, configs[item.indices[0]].to_dict(), str(store.root),
+                                             all_imports, threads, callbacks, item.share)] = item
+                    done, _ = wait(list(inflight), return_when=FIRST_COMPLETED)
+                    for fut in done:
+                        item = inflight.pop(fut)
+                        free += item.share
+                        try:
+                            result = st.load_run(fut.result())
+                            for i in item.indices:
+                                runs[i] = result
+                        except Exception as exc:
+                            again = retry_alone(item, exc, shared=item.share < 1 or bool(inflight))
+                            if again is not None:
+                                print(retry_note(item, "local"), flush=True)
+                                queue.insert(0, again)
+                                continue
+                            failed(item.indices, exc)
+                        bar.update(1)
         except BaseException:  # Ctrl-C above all: leaving a `with pool` would wait for every queued run
             _stop_pool(pool)
             raise

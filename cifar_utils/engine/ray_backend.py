@@ -22,7 +22,9 @@ task that finds its run locked waits up to :data:`LOCK_WAIT_S` before it gives u
 Faults: a task whose worker process dies (killed, out of memory, node lost) is retried by Ray up
 to :data:`MAX_RETRIES` times, and the retry resumes the run from its last checkpoint (status.json
 ``sessions`` counts the attempts). An exception raised by the run itself is not retried: the run
-is marked ``failed`` in the store and reported in :class:`RunManyError`. Ctrl-C cancels the tasks
+is marked ``failed`` in the store and reported in :class:`RunManyError`; except CUDA out of memory in
+a task that shared its GPU (``gpus_per_run`` < 1): that run is submitted again with a whole GPU, once,
+and resumes from its checkpoint (see :mod:`cifar_utils.engine.batch`). Ctrl-C cancels the tasks
 in flight (a running one is interrupted, marked ``interrupted`` and resumes next time; after
 :data:`STOP_GRACE_S` its worker is killed) and submits no more, then ``KeyboardInterrupt``
 propagates.
@@ -46,7 +48,8 @@ from typing import Any
 from cifar_utils.progress import progress_bar
 
 from . import store as st
-from .batch import RunManyError, auto_imports, prefetch_data, split_done
+from .batch import (SHARE_ENV, Queued, RunManyError, auto_imports, per_run_shares, prefetch_data, retry_alone,
+                    retry_note, split_done)
 from .config import RunConfig
 
 #: How often Ray retries a run whose worker process died (not a run that raised).
@@ -80,9 +83,10 @@ def _lock_busy(exc: BaseException) -> bool:
 
 
 def _task(config_dict: dict, runs_dir: str, imports: Sequence[str], threads: int, env: dict[str, str],
-          lock_wait_s: float, callbacks: Any = None) -> dict[str, Any]:
+          lock_wait_s: float, callbacks: Any = None, share: float = 0.0) -> dict[str, Any]:
     """The body of one Ray task: train (or resume, or load) one run into the shared store."""
     os.environ.update(env)
+    os.environ[SHARE_ENV] = f"{share:g}"
     for module in imports:
         importlib.import_module(module)
     import torch
@@ -211,6 +215,7 @@ def run_many_ray(configs: Sequence[RunConfig], *, jobs: int, runs_dir: str | Pat
     """:func:`cifar_utils.engine.run_many` with ``backend="ray"`` (see the module doc); ``configs``
     are validated RunConfigs."""
     store = st.RunStore(Path(runs_dir if runs_dir is not None else st.RunStore().root).resolve())
+    per_run = per_run_shares(configs, gpus_per_run) if not isinstance(gpus_per_run, (int, float)) else None
     runs, todo = split_done(store, configs, callbacks)
     errors: dict[int, str] = {}
     if todo:  # Ray is needed only to train: a finished store loads without it
@@ -220,7 +225,7 @@ def run_many_ray(configs: Sequence[RunConfig], *, jobs: int, runs_dir: str | Pat
         try:
             _run_tasks(ray, configs, todo, store, runs, errors, jobs=jobs, progress=progress,
                        imports=list(dict.fromkeys([*imports, *auto_imports(configs)])),
-                       gpus_per_run=gpus_per_run, cpus_per_run=cpus_per_run, callbacks=callbacks)
+                       gpus_per_run=gpus_per_run, cpus_per_run=cpus_per_run, callbacks=callbacks, per_run=per_run)
         finally:
             if owned:
                 ray.shutdown()
@@ -230,14 +235,16 @@ def run_many_ray(configs: Sequence[RunConfig], *, jobs: int, runs_dir: str | Pat
 
 
 def _run_tasks(ray, configs, todo, store, runs, errors, *, jobs, progress, imports, gpus_per_run,
-               cpus_per_run, callbacks=None) -> None:
+               cpus_per_run, callbacks=None, per_run=None) -> None:
+    """``per_run``: one GPU share per config (``gpus_per_run`` given per config), else None."""
+    most = max((per_run[idx[0]] for idx in todo.values()), default=None) if per_run else gpus_per_run
     gpus, cpus = resolve_resources([configs[idx[0]] for idx in todo.values()], ray.cluster_resources(),
-                                   gpus_per_run, cpus_per_run)
+                                   most, cpus_per_run)
     env = {k: v for k, v in os.environ.items() if k.startswith(FORWARDED_ENV_PREFIX)}
     remote = ray.remote(_task)
-    options = dict(num_cpus=cpus, num_gpus=gpus, max_retries=MAX_RETRIES, retry_exceptions=False)
-    queue = deque(todo.items())
-    inflight: dict[Any, tuple[str, list[int], int]] = {}  # ref -> run name, config indices, sessions seen
+    options = dict(num_cpus=cpus, max_retries=MAX_RETRIES, retry_exceptions=False)
+    queue = deque(Queued(name, idx, per_run[idx[0]] if per_run else gpus) for name, idx in todo.items())
+    inflight: dict[Any, tuple[Queued, int]] = {}  # ref -> the run, sessions seen
     with progress_bar(total=len(todo), desc=f"run_many (ray, {gpus:g} GPU + {cpus:g} CPU per run)",
                       disable=not progress) as bar:
         say = getattr(bar, "write", None) or (lambda line: print(line, flush=True))
@@ -246,23 +253,24 @@ def _run_tasks(ray, configs, todo, store, runs, errors, *, jobs, progress, impor
         try:
             while queue or inflight:
                 while queue and len(inflight) < jobs:
-                    name, indices = queue.popleft()
-                    config = configs[indices[0]]
+                    item = queue.popleft()
+                    name, config = item.name, configs[item.indices[0]]
                     seen = int(_status(store.root / name).get("sessions", 0))
-                    ref = remote.options(name=f"run {name}", **options).remote(config.to_dict(), str(store.root), imports,
-                                                                    int(cpus), env, LOCK_WAIT_S, callbacks)
-                    inflight[ref] = (name, indices, seen)
+                    ref = remote.options(name=f"run {name}", num_gpus=item.share, **options).remote(
+                        config.to_dict(), str(store.root), imports, int(cpus), env, LOCK_WAIT_S, callbacks, item.share)
+                    inflight[ref] = (item, seen)
                 ready, _ = ray.wait(list(inflight), num_returns=1, timeout=POLL_S)
-                for ref, (name, indices, seen) in list(inflight.items()):  # runs that (re)started
-                    info = _status(store.root / name)
+                for ref, (item, seen) in list(inflight.items()):  # runs that (re)started
+                    info = _status(store.root / item.name)
                     sessions = int(info.get("sessions", 0))
                     if sessions > seen and info.get("status") == st.RUNNING:
                         resumed = f", resumed from epoch {info['resumed_from']}" if info.get("resumed_from") else ""
                         on = f" on {info['device_name']}" if info.get("device_name") else ""
-                        say(f"[ray] start  {name} (session {sessions}{resumed}){on}")
-                        inflight[ref] = (name, indices, sessions)
+                        say(f"[ray] start  {item.name} (session {sessions}{resumed}){on}")
+                        inflight[ref] = (item, sessions)
                 for ref in ready:
-                    name, indices, _ = inflight.pop(ref)
+                    item, _ = inflight.pop(ref)
+                    name, indices = item.name, item.indices
                     try:
                         done = ray.get(ref, timeout=60)
                         result = st.load_run(done["path"])
@@ -273,6 +281,11 @@ def _run_tasks(ray, configs, todo, store, runs, errors, *, jobs, progress, impor
                             + (f", best test error {best:.2f}%" if best is not None else "")
                             + f" ({done['host']}, pid {done['pid']})")
                     except Exception as exc:
+                        again = retry_alone(item, exc, shared=0 < item.share < 1)
+                        if again is not None and again.share <= ray.cluster_resources().get("GPU", 0):
+                            print(retry_note(item, "ray"), flush=True)
+                            queue.appendleft(again)
+                            continue
                         text = _error_text(exc)
                         for i in indices:
                             errors[i] = text

@@ -7,8 +7,10 @@ loop share one definition of each setting without importing the loop.
 from __future__ import annotations
 
 import contextlib
+import os
 import platform
 import random
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -49,6 +51,38 @@ def _native_bf16(device: torch.device) -> bool:
 def resolve_channels_last(channels_last: bool | None, device: torch.device) -> bool:
     """``None`` -> channels_last on CUDA (faster convolutions there), not elsewhere."""
     return device.type == "cuda" if channels_last is None else bool(channels_last)
+
+
+#: torch.compile modes that capture the step in CUDA graphs (they need a CUDA device).
+CUDA_GRAPH_MODES = ("reduce-overhead",)
+#: Environment variable: the folder of torch.compile's (inductor's) cache (default: ``inductor`` in the
+#: package's cache folder, ``$CIFAR_UTILS_CACHE`` or ``~/.cache/cifar_utils``).
+INDUCTOR_CACHE_ENV = "CIFAR_UTILS_INDUCTOR_CACHE"
+
+
+def inductor_cache_dir() -> Path:
+    """Where compiled artefacts are kept: ``$CIFAR_UTILS_INDUCTOR_CACHE``, else an explicit
+    ``$TORCHINDUCTOR_CACHE_DIR``, else ``<package cache>/inductor``."""
+    from cifar_utils.data import default_cache_dir
+
+    given = os.environ.get(INDUCTOR_CACHE_ENV) or os.environ.get("TORCHINDUCTOR_CACHE_DIR")
+    return Path(given).expanduser() if given else default_cache_dir() / "inductor"
+
+
+def step_model(model: torch.nn.Module, device: torch.device, compile: bool, mode: str) -> tuple[torch.nn.Module, str]:
+    """The model the training step calls, and a one-line note of what was chosen.
+
+    ``compile=False``: ``model`` itself. Else ``torch.compile(model, mode=mode)``, with inductor's cache
+    in :func:`inductor_cache_dir` (shared by every run, so a later run of the same model reuses what the
+    first compiled; the compilation itself happens in the first steps and counts in the run's time). A
+    mode that captures CUDA graphs (:data:`CUDA_GRAPH_MODES`) on a device without CUDA falls back to the
+    plain model, and the note says so (the run's ``status.json`` keeps it)."""
+    if not compile:
+        return model, "eager"
+    if mode in CUDA_GRAPH_MODES and device.type != "cuda":
+        return model, f"eager: compile mode {mode!r} captures CUDA graphs, which need a CUDA device (this is {device.type})"
+    os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(inductor_cache_dir())
+    return torch.compile(model, mode=mode), f"torch.compile mode {mode!r}, cache {os.environ['TORCHINDUCTOR_CACHE_DIR']}"
 
 
 def autocast(device: torch.device, precision: str):

@@ -3,7 +3,9 @@
 Importing this module registers
 
 * model ``tiny_cnn`` (two conv+BatchNorm+ReLU layers, global pooling, a linear head; a few
-  hundred parameters at the default ``width=8``), and
+  hundred parameters at the default ``width=8``; with ``oom_when_shared=True`` its forward pass raises
+  ``torch.OutOfMemoryError`` while its run shares the GPU, i.e. while ``run_many``'s worker says its
+  share is below 1: the out-of-memory retry's test), and
 * engine dataset ``tiny_random``: CIFAR-10-shaped uint8 images (3x32x32, the CIFAR-10 class
   names and normalization) drawn from a fixed generator, 64 train / 32 test images unless
   ``train_size`` / ``test_size`` say otherwise. Each class has its own mean colour, so a
@@ -20,6 +22,7 @@ module is already imported).
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import torch
@@ -27,6 +30,7 @@ from torch import Tensor, nn
 
 from cifar_utils.models import register_model
 
+from .batch import SHARE_ENV
 from .config import RunConfig
 from .datasets import register_dataset
 
@@ -37,9 +41,11 @@ DATASET = "tiny_random"
 class TinyCNN(nn.Module):
     cam_layer = "block2"
 
-    def __init__(self, num_classes: int = 10, in_channels: int = 3, width: int = 8) -> None:
+    def __init__(self, num_classes: int = 10, in_channels: int = 3, width: int = 8,
+                 oom_when_shared: bool = False) -> None:
         super().__init__()
         self.input_size = (in_channels, 32, 32)
+        self.oom_when_shared = oom_when_shared
         self.block1 = nn.Sequential(nn.Conv2d(in_channels, width, 3, stride=2, padding=1, bias=False),
                                     nn.BatchNorm2d(width), nn.ReLU())
         self.block2 = nn.Sequential(nn.Conv2d(width, 2 * width, 3, stride=2, padding=1, bias=False),
@@ -48,11 +54,14 @@ class TinyCNN(nn.Module):
         self.linear = nn.Linear(2 * width, num_classes)
 
     def forward(self, x: Tensor) -> Tensor:
+        if self.oom_when_shared and float(os.environ.get(SHARE_ENV) or 1) < 1:
+            raise torch.OutOfMemoryError(f"tiny_cnn(oom_when_shared=True) with {SHARE_ENV}="
+                                         f"{os.environ[SHARE_ENV]}: CUDA out of memory (a test)")
         return self.linear(self.pool(self.block2(self.block1(x))).flatten(1))
 
 
-def tiny_cnn(num_classes: int = 10, in_channels: int = 3, width: int = 8) -> TinyCNN:
-    return TinyCNN(num_classes, in_channels, width)
+def tiny_cnn(num_classes: int = 10, in_channels: int = 3, width: int = 8, oom_when_shared: bool = False) -> TinyCNN:
+    return TinyCNN(num_classes, in_channels, width, oom_when_shared)
 
 
 try:

@@ -21,7 +21,7 @@ from .. import plan as _plan
 from ..engine import Run, RunConfig, RunStore
 from ..tables import run_device
 from .declared import CLAIMS, Claim, claims
-from .judge import INCONCLUSIVE, METRICS, Outcome, SeedSpread, finished, seed_spread
+from .rules import INCONCLUSIVE, METRICS, Outcome, SeedSpread, finished, seed_spread
 
 
 @dataclass
