@@ -8,7 +8,13 @@ with a method ``has_records(run) -> bool`` (chapter 5's :class:`cifar_utils.bn_m
 chapter 6's :class:`cifar_utils.sparsity.SLBIPathRecords`). A finished run that lacks them (trained
 without those callbacks, or with other settings) is moved aside (``<name>.old-<time>``, nothing
 deleted) and trained again, with a :class:`~cifar_utils.engine.store.StoreWarning` naming it, so
-that every run ``run_many`` returns carries the records its caller asked for.
+that every run ``run_many`` returns carries the records its caller asked for. A published run (read
+from a bundle beneath the store, :mod:`cifar_utils.engine.bundle`) that lacks them cannot be moved: it is
+ignored, with a warning, and the run is trained into the local store.
+
+Published runs: :func:`split_done` counts an intact, done run of a bundle beneath the store as done (it is
+loaded, never trained); the runs it leaves to train are trained into the local store only
+(``run(..., published=False)``).
 """
 
 from __future__ import annotations
@@ -68,9 +74,15 @@ def split_done(store: st.RunStore, configs: Sequence[RunConfig], callbacks: Call
         existing = store.get(c)
         if existing is not None and existing.status in st.DONE and check is not None and c.name not in todo \
                 and existing.config is not None and not check(existing):
-            moved = st.move_aside(existing.path)
-            warnings.warn(f"{c.name}: stored without the records its callbacks keep (trained without them, or with "
-                          f"other settings); moved aside to {moved.name} and trained again", st.StoreWarning, stacklevel=3)
+            if existing.published is not None:  # a bundle is read-only: never moved, never written
+                warnings.warn(f"{c.name}: the published run {existing.path} lacks the records its callbacks keep; "
+                              "it is not used, and the run is trained into the local store", st.StoreWarning,
+                              stacklevel=3)
+            else:
+                moved = st.move_aside(existing.path)
+                warnings.warn(f"{c.name}: stored without the records its callbacks keep (trained without them, or "
+                              f"with other settings); moved aside to {moved.name} and trained again", st.StoreWarning,
+                              stacklevel=3)
             existing = None
         if existing is not None and existing.status in st.DONE:
             runs[i] = existing
