@@ -4,7 +4,8 @@ The plan (:mod:`cifar_utils.plan`) lists every run of every chapter of profile `
 store lacks, longest first (projected time, :mod:`cifar_utils.projection`), resuming partial ones, each
 with the callbacks whose records its chapter reads, into the store the book runner gives the profile
 (``$CIFAR_UTILS_RUNS``, else ``runs/<profile>``). Then ``make book PROFILE=P`` trains nothing: every
-chapter loads its runs from the store.
+chapter loads its runs from the store. Runs that the profile's bundles of published runs hold (its
+``published:`` key, :mod:`cifar_utils.engine.bundle`) count as done and are not trained.
 
 While it trains it prints, every ``--every`` seconds, one line per active run (epoch, seconds per epoch,
 time left) and an overall ETA (the projection, scaled by how the runs in flight compare with it). A run
@@ -133,7 +134,7 @@ class Monitor:
         return "\n".join(lines)
 
 
-def train_runs(runs: Sequence[_plan.PlannedRun], *, runs_dir: str | Path | None = None, jobs: int = 1,
+def train_runs(runs: Sequence[_plan.PlannedRun], *, runs_dir: str | Path | RunStore | None = None, jobs: int = 1,
                backend: str = "local", ray_address: str | None = None, gpus_per_run: float | None = None,
                cpus_per_run: float | None = None, every: float = 60.0,
                say: Callable[[str], None] | None = None) -> Summary:
@@ -141,7 +142,7 @@ def train_runs(runs: Sequence[_plan.PlannedRun], *, runs_dir: str | Path | None 
     return the :class:`Summary` (a failed run does not stop the others; Ctrl-C ends the call with
     ``interrupted=True`` after the runs in flight are marked interrupted)."""
     say = say or (lambda line: print(line, flush=True))
-    store = RunStore(runs_dir)
+    store = runs_dir if isinstance(runs_dir, RunStore) else RunStore(runs_dir)
     todo, done = pending(runs, store)
     summary = Summary(loaded=[r.name for r in done])
     if not todo:
@@ -152,7 +153,7 @@ def train_runs(runs: Sequence[_plan.PlannedRun], *, runs_dir: str | Path | None 
     records = {r.config.key(): r.records for r in todo if r.records is not None}
     try:
         with Monitor(todo, store, jobs, every, say):
-            _plan.train_configs([r.config for r in todo], records, jobs=jobs, runs_dir=store.root, progress=False,
+            _plan.train_configs([r.config for r in todo], records, jobs=jobs, runs_dir=store, progress=False,
                                 backend=backend, ray_address=ray_address, gpus_per_run=gpus_per_run,
                                 cpus_per_run=cpus_per_run)
     except RunManyError as exc:
@@ -197,7 +198,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as exc:  # a bad profile, parameter or claim id: one line naming what is allowed
         print(f"train: {exc}", file=sys.stderr)
         return 2
-    store = RunStore(args.runs_dir or _plan.default_store(args.profile))
+    try:
+        store = _plan.store_for(args.profile, args.runs_dir)  # with the profile's published runs beneath
+    except ValueError as exc:
+        print(f"train: {exc}", file=sys.stderr)
+        return 2
     if args.dry_run:
         todo, done = pending(runs, store)
         print(f"dry run: profile {args.profile!r}, store {store.root}: {len(todo)} runs to train, {len(done)} "
@@ -207,7 +212,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"projected: {hours(sum(r.seconds() for r in todo))} of one GPU, one run at a time "
               "(python -m cifar_utils.plan shows the source of the speeds)")
         return 0
-    summary = train_runs(runs, runs_dir=store.root, jobs=args.jobs, backend=args.backend, ray_address=args.ray_address,
+    summary = train_runs(runs, runs_dir=store, jobs=args.jobs, backend=args.backend, ray_address=args.ray_address,
                          gpus_per_run=args.gpus_per_run, cpus_per_run=args.cpus_per_run, every=args.every)
     print(f"[train] {summary.text()}", flush=True)
     return summary.exit_code
