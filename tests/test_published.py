@@ -430,6 +430,19 @@ def test_every_run_the_smoke_profile_cannot_train_here_is_published():
     assert missing == []
 
 
+def test_the_smoke_profile_reads_the_full_profiles_lenet_runs():
+    """When the smoke profile reads a bundle, its chapter 6 LeNet runs are the full profile's (same configs, so the
+    same runs: the bundle's); its ResNet part stays smoke-sized."""
+    smoke = load_profile(ROOT / "params" / "smoke.yaml")
+    if not smoke.get("published"):
+        pytest.skip("the smoke profile reads no bundle")
+    mine, full = (plan.for_profile(p, ROOT, [CH6]).chapters[CH6] for p in ("smoke", "full"))
+    for label in ("SLBI", "SGD"):
+        assert [c.key() for c in mine.arm(("lenet",), label).configs] == \
+            [c.key() for c in full.arm(("lenet",), label).configs]
+    assert all(c.source == "sample" and c.epochs < 10 for c in mine.configs() if c.model != "lenet")
+
+
 def test_committed_bundles_are_intact_and_under_the_cap():
     bundles = sorted(p for p in (ROOT / "results").iterdir() if p.is_dir()) if (ROOT / "results").is_dir() else []
     for folder in bundles:
