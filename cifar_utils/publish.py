@@ -336,7 +336,8 @@ def publish(profile: str, chapters: Sequence[str] | None = None, *, runs_dir: st
             run = store.get(r.config)
             check = getattr(r.records, "has_records", None)
             if run is None:
-                exp.reason = f"missing (not in the store {store.root})"
+                kept = " (the bundle's copy stays as it is)" if (bundle / r.name).is_dir() else ""
+                exp.reason = f"missing (not in the store {store.root}){kept}"
             elif run.status == st.DAMAGED:
                 exp.reason = f"damaged ({'; '.join(run.problems)})"
             elif run.status not in st.DONE:

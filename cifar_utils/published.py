@@ -201,8 +201,9 @@ def _local_text(runs: Sequence[Any], note: str | None, profile: str) -> str:
     if note:
         return note
     done = [r for r in runs if r is not None and r.device]
-    devices = f", trained on {_span(r.device for r in done)}" if done else ""
-    return f"this build's own runs (profile {profile}{devices})"
+    details = ([f"profile {profile}"] if profile else []) + ([f"trained on {_span(r.device for r in done)}"] if done
+                                                             else [])
+    return "this build's own runs" + (f" ({', '.join(details)})" if details else "")
 
 
 def describe_parts(chapter, *, note: str | None = None, parts: Mapping[str, str] | None = None,
@@ -216,7 +217,7 @@ def describe_parts(chapter, *, note: str | None = None, parts: Mapping[str, str]
 
     store = store if store is not None else RunStore()
     root = book_root(root)
-    profile = profile or str(chapter.params.get("profile", "")) or "?"
+    profile = profile or str(chapter.params.get("profile", ""))
     groups: dict[str | None, list[Any]] = {}
     for arm in chapter.arms:
         key = arm.path[0] if parts and arm.path and arm.path[0] in parts else None
@@ -251,7 +252,7 @@ def describe(chapter, *, note: str | None = None, parts: Mapping[str, str] | Non
     (:func:`cifar_utils.experiments.results_note`, None for the full protocol); ``parts``: first path element
     of the arms -> the part's title, for a chapter whose parts may come from different places (chapter 6:
     ``{"lenet": "Parts 1-3 (LeNet on MNIST)", "resnet": "Part 4 (ResNet-18 on CIFAR-10)"}``), with each
-    part's own note in ``notes``. Reads the store (default ``RunStore()``: ``$CIFAR_UTILS_RUNS`` with
+    part's own note in ``notes``; ``profile``: this build's profile (named for its own runs). Reads the store (default ``RunStore()``: ``$CIFAR_UTILS_RUNS`` with
     ``$CIFAR_UTILS_PUBLISHED`` beneath); trains nothing."""
     described = describe_parts(chapter, note=note, parts=parts, notes=notes, profile=profile, store=store, root=root)
     pieces = []

@@ -815,7 +815,10 @@ class RunStore:
             folder = Path(layer) / config.name
             if folder.is_dir():
                 run = load_published(folder)
-                if run is not None and run.config is not None and run.config.to_dict() == config.to_dict():
+                if run is not None and run.config is not None and run.config.to_dict() != config.to_dict():
+                    _warn(f"published run {folder} holds another config than {config.name} asks for (a key "
+                          "collision, or the config format changed); not used")
+                elif run is not None:
                     return run
         return None
 
