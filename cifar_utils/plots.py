@@ -84,6 +84,12 @@ def plot_sweep(runs: Mapping[str, Run], title: str, note: str | None = None, log
             label = legend_label(label, run, lr_in_legend)
             axes[row, 0].plot(*_series(run, f"{split}_loss"), label=label)
             axes[row, 1].plot(*_series(run, f"{split}_acc"), label=label)
+    return _finish_loss_acc_grid(fig, axes, _title(title, note), log_loss)
+
+
+def _finish_loss_acc_grid(fig: Figure, axes, title: str, log_loss: bool) -> Figure:
+    """The labels, grid, legend and title of a 2x2 grid of train/test (rows) loss/accuracy (columns) per epoch."""
+    for row, split in enumerate(("train", "test")):
         axes[row, 0].set(ylabel=f"{split} loss", yscale="log" if log_loss else "linear")
         axes[row, 1].set(ylabel=f"{split} accuracy (%)")
     for ax in axes.flat:
@@ -91,7 +97,7 @@ def plot_sweep(runs: Mapping[str, Run], title: str, note: str | None = None, log
     for ax in axes[1]:
         ax.set_xlabel("epoch")
     axes[0, 1].legend(fontsize=8)
-    fig.suptitle(_title(title, note))
+    fig.suptitle(title)
     _epoch_axis(fig)
     fig.tight_layout()
     return fig
@@ -368,15 +374,4 @@ def plot_seed_curves(runs: Mapping[str, Sequence[Run]], title: str, note: str | 
                     epochs = _series(used[0], key)[0][:n]
                     ax.plot(epochs, mean, color=color, lw=2,
                             label=f"{label}, mean of {len(used)} seed{'s' if len(used) != 1 else ''}")
-    for row, split in enumerate(("train", "test")):
-        axes[row, 0].set(ylabel=f"{split} loss", yscale="log" if log_loss else "linear")
-        axes[row, 1].set(ylabel=f"{split} accuracy (%)")
-    for ax in axes.flat:
-        ax.grid(alpha=0.3)
-    for ax in axes[1]:
-        ax.set_xlabel("epoch")
-    axes[0, 1].legend(fontsize=8)
-    fig.suptitle(_title(title + " (thin: each seed; thick: their mean)", note))
-    _epoch_axis(fig)
-    fig.tight_layout()
-    return fig
+    return _finish_loss_acc_grid(fig, axes, _title(title + " (thin: each seed; thick: their mean)", note), log_loss)
