@@ -428,14 +428,37 @@ def default_store(profile: str, root: str | Path | None = None) -> Path:
     return Path(os.environ.get(st.ENV_VAR) or book_root(root) / "runs" / profile)
 
 
+def published_dirs(profile: str, root: str | Path | None = None) -> list[Path]:
+    """The bundles of published runs a profile's store reads beneath its own runs, as the book runner gives
+    them to the chapters: ``$CIFAR_UTILS_PUBLISHED`` when set (``os.pathsep``-separated; empty: none), else
+    the profile's ``published:`` key (folders relative to the book root), else none."""
+    import os
+
+    from .book.params import load_profile, published_folders
+    from .engine.bundle import ENV_VAR, layers_from_env
+
+    if ENV_VAR in os.environ:
+        return list(layers_from_env())
+    root = book_root(root)
+    return published_folders(load_profile(root / "params" / f"{profile}.yaml"), root)
+
+
+def store_for(profile: str, runs_dir: str | Path | None = None, root: str | Path | None = None) -> RunStore:
+    """The store of a profile, as its chapters see it: ``runs_dir`` (default :func:`default_store`) with the
+    profile's bundles of published runs beneath it (:func:`published_dirs`)."""
+    return RunStore(runs_dir or default_store(profile, root), published=published_dirs(profile, root))
+
+
 # --- status and the table ------------------------------------------------------------------------------
 
 def run_status(store: RunStore, config: RunConfig) -> str:
     """``finished`` / ``diverged`` / ``partial (epoch k/N)`` / ``failed at epoch k/N`` / ``missing`` /
-    ``damaged`` for ``config`` in ``store``."""
+    ``damaged`` for ``config`` in ``store``; ``finished (published)`` for a run read from a bundle."""
     existing = store.get(config)
     if existing is None:
         return "missing"
+    if existing.published is not None:
+        return f"{existing.status} (published)"
     if existing.status in st.DONE or existing.status == st.DAMAGED:
         return existing.status
     done = len(existing.history)
@@ -509,7 +532,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = ap.parse_args(argv)
     chapters = expand_chapters(args.chapters)
     plan = for_profile(args.profile, chapters=chapters)
-    print(table(plan, RunStore(args.runs_dir or default_store(args.profile))))
+    print(table(plan, store_for(args.profile, args.runs_dir)))
     return 0
 
 

@@ -84,6 +84,12 @@ def plot_sweep(runs: Mapping[str, Run], title: str, note: str | None = None, log
             label = legend_label(label, run, lr_in_legend)
             axes[row, 0].plot(*_series(run, f"{split}_loss"), label=label)
             axes[row, 1].plot(*_series(run, f"{split}_acc"), label=label)
+    return _finish_loss_acc_grid(fig, axes, _title(title, note), log_loss)
+
+
+def _finish_loss_acc_grid(fig: Figure, axes, title: str, log_loss: bool) -> Figure:
+    """The labels, grid, legend and title of a 2x2 grid of train/test (rows) loss/accuracy (columns) per epoch."""
+    for row, split in enumerate(("train", "test")):
         axes[row, 0].set(ylabel=f"{split} loss", yscale="log" if log_loss else "linear")
         axes[row, 1].set(ylabel=f"{split} accuracy (%)")
     for ax in axes.flat:
@@ -91,7 +97,7 @@ def plot_sweep(runs: Mapping[str, Run], title: str, note: str | None = None, log
     for ax in axes[1]:
         ax.set_xlabel("epoch")
     axes[0, 1].legend(fontsize=8)
-    fig.suptitle(_title(title, note))
+    fig.suptitle(title)
     _epoch_axis(fig)
     fig.tight_layout()
     return fig
@@ -339,3 +345,33 @@ def plot_pruned_weights(before, after, title: str, note: str | None = None, accu
         fig._has_colorbar = True
     fig.suptitle(_title(title, note))
     return fig
+
+
+def plot_seed_curves(runs: Mapping[str, Sequence[Run]], title: str, note: str | None = None, log_loss: bool = True,
+                     included=None) -> Figure:
+    """Like :func:`plot_sweep` for labels with several seeds: train (upper row) and test (lower row) loss and
+    accuracy per epoch, each seed a thin line and the mean over the seeds a thick one, a colour per label.
+    ``included(run)`` (default :func:`cifar_utils.replicates.included`) picks the runs the mean is over; the
+    others are drawn dotted."""
+    import numpy as np
+
+    from .replicates import included as default_included
+
+    included = included or default_included
+    fig, axes = plt.subplots(2, 2, figsize=(11, 7), sharex=True)
+    for i, (label, group) in enumerate(runs.items()):
+        color = f"C{i}"
+        used = [r for r in group if included(r)]
+        for row, split in enumerate(("train", "test")):
+            for col, key in enumerate((f"{split}_loss", f"{split}_acc")):
+                ax = axes[row, col]
+                for r in group:
+                    ax.plot(*_series(r, key), color=color, lw=0.7, alpha=0.35, ls="-" if r in used else ":")
+                series = [_series(r, key)[1] for r in used]
+                n = min((len(s) for s in series), default=0)
+                if n:
+                    mean = np.mean([s[:n] for s in series], axis=0)
+                    epochs = _series(used[0], key)[0][:n]
+                    ax.plot(epochs, mean, color=color, lw=2,
+                            label=f"{label}, mean of {len(used)} seed{'s' if len(used) != 1 else ''}")
+    return _finish_loss_acc_grid(fig, axes, _title(title + " (thin: each seed; thick: their mean)", note), log_loss)

@@ -256,13 +256,39 @@ def pruned(model: nn.Module, layer: str, percent: float, order: Tensor) -> Itera
         _restore(model, saved)
 
 
-def test_loader(config, device: str | torch.device = "cpu"):
-    """The (unaugmented) test loader of a run's config, to evaluate a trained or pruned model."""
+def test_loader(config, device: str | torch.device = "cpu", lazy: bool = False):
+    """The (unaugmented) test loader of a run's config, to evaluate a trained or pruned model. With
+    ``lazy=True``, a :class:`LazyLoader` that loads the data the first time it is iterated (a chapter whose
+    numbers all come from published runs never loads it)."""
+    if lazy:
+        return LazyLoader(config, device)
     from .data import make_loaders
     from .engine.datasets import load_for_config
 
     ds = load_for_config(config)
     return make_loaders(ds, batch_size=config.batch_size, device=device, augment=False, seed=config.seed).test
+
+
+class LazyLoader:
+    """:func:`test_loader` of ``config``, loaded on first use (iteration or ``len``), then kept."""
+
+    def __init__(self, config, device: str | torch.device = "cpu") -> None:
+        self.config, self.device, self._loader = config, device, None
+
+    @property
+    def loaded(self) -> bool:
+        return self._loader is not None
+
+    def _get(self):
+        if self._loader is None:
+            self._loader = test_loader(self.config, self.device)
+        return self._loader
+
+    def __iter__(self):
+        return iter(self._get())
+
+    def __len__(self) -> int:
+        return len(self._get())
 
 
 def pruning_table(model: nn.Module, layer: str, order: Tensor, loader, percents: Sequence[float],
@@ -290,3 +316,70 @@ def weight_picture(weight: Tensor) -> np.ndarray:
     kernel flattened) or the fc matrix itself."""
     w = weight.detach().float().cpu().clone()  # a copy: the layer may be restored afterwards
     return w.reshape(w.shape[0], -1).numpy()
+
+
+# --- pruning tables as derived results (read from published runs, computed for local ones) ------------------
+
+#: The percentages a publication measures for every coupled layer (with the chapter's ``prune_percents``): Table 3
+#: of any layer, the pruning explorer's static figure (50 %) and the claims' 60 % read them.
+PUBLISHED_PERCENTS: tuple[int, ...] = tuple(range(0, 101, 10))
+
+
+def pruning_name(layer: str) -> str:
+    """The derived result holding a layer's pruning table: ``pruning-conv3``."""
+    return f"pruning-{layer.removesuffix('.weight')}"
+
+
+def coupled_layers(run: Run) -> list[str]:
+    """The layers SLBI coupled to a Gamma in ``run`` (its recorded path's), without ``.weight``."""
+    return [name.removesuffix(".weight") for name in SLBIPath.from_run(run).first_epoch]
+
+
+def pruning_data(run: Run, layer: str, percents: Sequence[float], loader=None) -> dict[str, Any]:
+    """``run``'s pruning table of ``layer`` at ``percents`` as JSON data (``layer``, ``percents``, ``kept``,
+    ``test_acc``, ``test_images``; the rows of ``percents``, in their order): read from the stored table of a
+    published run that holds these percentages (:func:`cifar_utils.engine.bundle.derived`), else measured on
+    the weights with ``loader`` (default: the run's test set, loaded only then). What the chapter, the claims
+    and ``python -m cifar_utils.publish`` use."""
+    from .engine.bundle import derived
+
+    wanted = [float(p) for p in percents]
+
+    def compute() -> dict[str, Any]:
+        model = run.model
+        if model is None:
+            raise ValueError(f"run {run.name} has no stored weights to prune")
+        order = SLBIPath.from_run(run).order(model, layer)
+        ld = loader if loader is not None else test_loader(run.config, device=next(model.parameters()).device)
+        table = pruning_table(model, layer, order, ld, wanted)
+        images = sum(int(y.shape[0]) for _, y in ld)
+        return {"layer": layer.removesuffix(".weight"), "percents": wanted, "kept": [int(k) for k in table["kept"]],
+                "test_acc": [float(a) for a in table["test_acc"]], "test_images": images}
+
+    def covers(data: Any) -> bool:
+        return isinstance(data, dict) and set(wanted) <= {float(p) for p in data.get("percents", [])}
+
+    data = derived(run, pruning_name(layer), compute, covers)
+    rows = {float(p): (k, a) for p, k, a in zip(data["percents"], data["kept"], data["test_acc"])}
+    return {**data, "percents": wanted, "kept": [rows[p][0] for p in wanted], "test_acc": [rows[p][1] for p in wanted]}
+
+
+def pruning_results(run: Run, layer: str, percents: Sequence[float], loader=None,
+                    reported: Mapping[float, float] | None = None):
+    """:func:`pruning_data` as :func:`pruning_table`'s frame (index ``pruned %``; ``kept``, ``test_acc`` and,
+    when given, ``reported``), in the order of ``percents``."""
+    import pandas as pd
+
+    data = pruning_data(run, layer, percents, loader)
+    rows = []
+    for p, kept, acc in zip(percents, data["kept"], data["test_acc"]):
+        row = {"pruned %": p, "kept": kept, "test_acc": acc}
+        if reported is not None:
+            row["reported"] = reported.get(p)
+        rows.append(row)
+    return pd.DataFrame(rows).set_index("pruned %")
+
+
+def pruning_accuracy(run: Run, layer: str, percent: float, loader=None) -> float:
+    """Test accuracy of ``run`` with ``percent`` % of ``layer`` pruned (:func:`pruning_data`)."""
+    return float(pruning_results(run, layer, [percent], loader).iloc[0]["test_acc"])

@@ -38,9 +38,13 @@ def chapter_status(executed_dir: str | Path, failed_dir: str | Path | None = Non
     ``executed_dir`` holds the executed copies the book shows; ``failed_dir`` the partly executed
     notebooks of attempts that failed (the runner removes one when the chapter later succeeds, so
     one there means the latest attempt failed). Columns: chapter, status (``ok`` / ``failed``),
-    profile, parameters, start, end and duration (s) of the latest attempt, what went wrong, and
-    ``shown_copy``: when the copy shown in the book was made (a failed attempt never replaces it).
+    profile, parameters, start, end and duration (s) of the latest attempt, what went wrong,
+    ``shown_copy``: when the copy shown in the book was made (a failed attempt never replaces it), and
+    ``results``: where the shown copy's numbers come from, the line under its title (published runs, with
+    their device, date and commit, or this build's own; :func:`cifar_utils.published.describe`).
     """
+    from .published import line_of
+
     executed = {p.stem: p for p in sorted(Path(executed_dir).glob("*.ipynb"))}
     failed = {p.stem: p for p in sorted(Path(failed_dir).glob("*.ipynb"))} if failed_dir else {}
     rows = []
@@ -74,9 +78,10 @@ def chapter_status(executed_dir: str | Path, failed_dir: str | Path | None = Non
             "duration_s": round(latest["duration"], 1) if latest.get("duration") is not None else None,
             "problem": info.get("failure", "an exception (see the notebook)" if is_failed else ""),
             "shown_copy": shown,
+            "results": (line_of(executed[chapter]) if chapter in executed else None) or "-",
         })
     return pd.DataFrame(rows, columns=["chapter", "status", "profile", "parameters", "start", "end", "duration_s",
-                                       "problem", "shown_copy"])
+                                       "problem", "shown_copy", "results"])
 
 
 def human_size(n: float) -> str:

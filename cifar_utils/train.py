@@ -4,7 +4,8 @@ The plan (:mod:`cifar_utils.plan`) lists every run of every chapter of profile `
 store lacks, longest first (projected time, :mod:`cifar_utils.projection`), resuming partial ones, each
 with the callbacks whose records its chapter reads, into the store the book runner gives the profile
 (``$CIFAR_UTILS_RUNS``, else ``runs/<profile>``). Then ``make book PROFILE=P`` trains nothing: every
-chapter loads its runs from the store.
+chapter loads its runs from the store. Runs that the profile's bundles of published runs hold (its
+``published:`` key, :mod:`cifar_utils.engine.bundle`) count as done and are not trained.
 
 While it trains it prints, every ``--every`` seconds, one line per active run (epoch, seconds per epoch,
 time left) and an overall ETA (the projection, scaled by how the runs in flight compare with it). A run
@@ -146,7 +147,7 @@ class Monitor:
         return "\n".join(lines)
 
 
-def train_runs(runs: Sequence[_plan.PlannedRun], *, runs_dir: str | Path | None = None, jobs: int = 1,
+def train_runs(runs: Sequence[_plan.PlannedRun], *, runs_dir: str | Path | RunStore | None = None, jobs: int = 1,
                backend: str = "local", ray_address: str | None = None,
                gpus_per_run: float | Sequence[float] | None = None, cpus_per_run: float | None = None,
                every: float = 60.0, say: Callable[[str], None] | None = None, pack: bool = False) -> Summary:
@@ -156,7 +157,7 @@ def train_runs(runs: Sequence[_plan.PlannedRun], *, runs_dir: str | Path | None 
     as :func:`cifar_utils.packing.decide` says (in its start order, each with its share as
     ``gpus_per_run``, at most ``jobs`` at once)."""
     say = say or (lambda line: print(line, flush=True))
-    store = RunStore(runs_dir)
+    store = runs_dir if isinstance(runs_dir, RunStore) else RunStore(runs_dir)
     todo, done = pending(runs, store)
     summary = Summary(loaded=[r.name for r in done])
     if not todo:
@@ -177,7 +178,7 @@ def train_runs(runs: Sequence[_plan.PlannedRun], *, runs_dir: str | Path | None 
     records = {r.config.key(): r.records for r in todo if r.records is not None}
     try:
         with Monitor(todo, store, gain, every, say):
-            _plan.train_configs([r.config for r in todo], records, jobs=jobs, runs_dir=store.root, progress=False,
+            _plan.train_configs([r.config for r in todo], records, jobs=jobs, runs_dir=store, progress=False,
                                 backend=backend, ray_address=ray_address, gpus_per_run=gpus_per_run,
                                 cpus_per_run=cpus_per_run)
     except RunManyError as exc:
@@ -223,7 +224,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as exc:  # a bad profile, parameter or claim id: one line naming what is allowed
         print(f"train: {exc}", file=sys.stderr)
         return 2
-    store = RunStore(args.runs_dir or _plan.default_store(args.profile))
+    try:
+        store = _plan.store_for(args.profile, args.runs_dir)  # with the profile's published runs beneath
+    except ValueError as exc:
+        print(f"train: {exc}", file=sys.stderr)
+        return 2
     cuda = cuda_available()
     if args.dry_run:
         todo, done = pending(runs, store)
@@ -247,7 +252,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     on_gpu = cuda and any(not str(r.config.device).startswith("cpu") for r in runs)  # runs pinned to cpu: no shares
     jobs, pack = resolve_jobs(args.jobs, args.backend, on_gpu, len(runs), args.gpus_per_run)
-    summary = train_runs(runs, runs_dir=store.root, jobs=jobs, backend=args.backend, ray_address=args.ray_address,
+    summary = train_runs(runs, runs_dir=store, jobs=jobs, backend=args.backend, ray_address=args.ray_address,
                          gpus_per_run=args.gpus_per_run, cpus_per_run=args.cpus_per_run, every=args.every, pack=pack)
     print(f"[train] {summary.text()}", flush=True)
     return summary.exit_code

@@ -316,18 +316,25 @@ def _pruned_accuracy(model, orders: Mapping[str, "object"], loader, layer: str, 
 
 
 def pruning_explorer_figure(model, orders: Mapping[str, "object"], loader, percent: int = 0,
-                            note: str | None = None):
+                            note: str | None = None, accuracy=None):
     """The pruning explorer's first view (its first layer at ``percent`` %) as a plain figure, for the
-    static book: no widget is created."""
+    static book: no widget is created. ``accuracy(layer, percent)``, when given, supplies the test
+    accuracies (e.g. :func:`cifar_utils.sparsity.pruning_accuracy`, read from a published run) instead of
+    measuring them on ``loader``."""
     from .plots import plot_pruned_weights
-    from .sparsity import _param, weight_picture
+    from .sparsity import _param, pruned, weight_picture
 
     if not orders:
         raise ValueError("no layers to prune: give at least one layer's pruning order")
     layer = next(iter(orders))
     before = weight_picture(_param(model, layer)[1])
-    base_acc, _ = _pruned_accuracy(model, orders, loader, layer, 0)
-    acc, after = _pruned_accuracy(model, orders, loader, layer, percent)
+    if accuracy is not None:
+        base_acc, acc = accuracy(layer, 0), accuracy(layer, percent)
+        with pruned(model, layer, percent, orders[layer]):
+            after = weight_picture(_param(model, layer)[1])
+    else:
+        base_acc, _ = _pruned_accuracy(model, orders, loader, layer, 0)
+        acc, after = _pruned_accuracy(model, orders, loader, layer, percent)
     return plot_pruned_weights(before, after, f"{layer}: {percent}% pruned by DessiLBI's order", note,
                                accuracy=(base_acc, acc))
 

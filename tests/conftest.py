@@ -30,6 +30,20 @@ def store_snapshot(runs_dir: Path) -> dict[str, tuple]:
     return out
 
 
+def bundle_snapshot(profile: str) -> dict[str, str]:
+    """sha256 of every file of the bundles of published runs a profile reads (its ``published:`` key)."""
+    import hashlib
+
+    from cifar_utils.book.params import load_profile, published_folders
+
+    out = {}
+    for folder in published_folders(load_profile(ROOT / "params" / f"{profile}.yaml"), ROOT):
+        for path in sorted(folder.rglob("*")):
+            if path.is_file():
+                out[str(path)] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return out
+
+
 @pytest.fixture(scope="session")
 def smoke_book(tmp_path_factory):
     """The whole smoke book as the README's GPU path builds a profile: ``python -m cifar_utils.train``
@@ -38,8 +52,9 @@ def smoke_book(tmp_path_factory):
 
     Returns ``(out, runs_dir, BookRun)``: ``out/_build/{src,html}`` are the executed notebooks and the HTML;
     ``BookRun.store_before`` / ``store_after`` are :func:`store_snapshot` s of the store around the book
-    (the book must train nothing). Session-scoped so that the chapter tests and the offline browser test
-    share one build.
+    (the book must train nothing), ``bundle_before`` / ``bundle_after`` the sha256 of every file of the
+    bundles of published runs the smoke profile reads (``published:``; none: empty). Session-scoped so that
+    the chapter tests and the offline browser test share one build.
     """
     from cifar_utils.book import build_book
     from cifar_utils.train import main as train
@@ -51,10 +66,12 @@ def smoke_book(tmp_path_factory):
     mp.setenv("CIFAR_UTILS_PROGRESS", "log")
     try:
         mp.chdir(ROOT)
+        mp.delenv("CIFAR_UTILS_PUBLISHED", raising=False)  # the profile's own key decides
         assert train(["--profile", "smoke", "--every", "0"]) == 0
-        before = store_snapshot(runs_dir)
+        before, bundle_before = store_snapshot(runs_dir), bundle_snapshot("smoke")
         result = build_book(ROOT, "smoke", output_dir=out)
         result.store_before, result.store_after = before, store_snapshot(runs_dir)
+        result.bundle_before, result.bundle_after = bundle_before, bundle_snapshot("smoke")
     finally:
         mp.undo()
     return out, runs_dir, result

@@ -35,7 +35,7 @@ def test_profile_validation_lists_every_problem_and_what_is_allowed(book):
     assert "parameter 'label' must be str, got 4" in msg
     assert "unknown chapter '09_nope'; chapters in _toc.yml: 01_demo, 02_fails, 03_sleeps, 04_dies, status" in msg
     assert "'profile' is set by the runner" in msg
-    assert "unknown top-level key 'colour'; allowed: description, runner, chapters" in msg
+    assert "unknown top-level key 'colour'; allowed: description, runner, published, chapters" in msg
 
 
 def test_profile_accepts_ints_for_floats_and_returns_values(book):

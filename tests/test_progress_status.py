@@ -30,7 +30,10 @@ def test_off_mode_is_silent_and_bad_mode_is_an_error(monkeypatch, capsys):
 
 
 def test_chapter_status_reads_papermill_metadata(tmp_path):
-    nb = {"cells": [], "metadata": {"papermill": {
+    line = "Published results. Parts 1-3 (LeNet on MNIST): full-profile runs published in results/full ..."
+    shown = {"output_type": "display_data", "data": {"text/markdown": "**" + line},
+             "metadata": {"cifar_utils": {"results_line": line}}}
+    nb = {"cells": [{"cell_type": "code", "source": "", "outputs": [shown]}], "metadata": {"papermill": {
         "parameters": {"profile": "smoke", "epochs": 2}, "start_time": "2026-11-28T01:02:03.456",
         "end_time": "2026-11-28T01:03:04.000", "duration": 60.54, "exception": None}}}
     (tmp_path / "01_x.ipynb").write_text(json.dumps(nb))
@@ -39,7 +42,7 @@ def test_chapter_status_reads_papermill_metadata(tmp_path):
     assert df.to_dict("records") == [{"chapter": "01_x", "profile": "smoke", "parameters": "epochs=2",
                                       "start": "2026-11-28 01:02:03", "end": "2026-11-28 01:03:04",
                                       "duration_s": 60.5, "status": "ok", "problem": "",
-                                      "shown_copy": "executed 2026-11-28 01:03:04"}]
+                                      "shown_copy": "executed 2026-11-28 01:03:04", "results": line}]
 
 
 def test_environment_lists_device_and_pins():

@@ -18,7 +18,10 @@ import yaml
 
 #: Parameters the runner provides itself; a profile must not set them.
 RUNNER_PARAMETERS = ("profile", "executed_dir", "failed_dir")
-PROFILE_KEYS = ("description", "runner", "chapters")
+PROFILE_KEYS = ("description", "runner", "published", "chapters")
+#: The file every bundle of published runs holds (``cifar_utils.engine.bundle.MANIFEST_FILE``; not imported:
+#: this module imports no torch).
+BUNDLE_MANIFEST = "MANIFEST.json"
 #: The profile's ``runner:`` section: limits in seconds (``cell_timeout: 0`` or null: no limit).
 RUNNER_KEYS = ("cell_timeout", "start_timeout")
 
@@ -116,8 +119,38 @@ def load_profile(path: Path) -> dict:
     return data
 
 
+def published_folders(profile: dict, root: Path | str) -> list[Path]:
+    """The bundles of published runs a profile reads beneath its store (its ``published:`` key: a folder, or a
+    list of folders, relative to the book ``root``), as absolute paths; none without the key."""
+    value = profile.get("published")
+    if value is None:
+        return []
+    values = [value] if isinstance(value, str) else list(value)
+    return [(Path(root) / v).resolve() for v in values]
+
+
+def _published_problems(value: Any, root: Path | None) -> list[str]:
+    """What is wrong with a profile's ``published:`` key (see :func:`published_folders`)."""
+    if value is None:
+        return []
+    values = [value] if isinstance(value, str) else value
+    what = ("'published' must name a bundle of published runs, a folder relative to the book root (e.g. "
+            "results/full), or a list of them")
+    if not isinstance(values, list) or not values or not all(isinstance(v, str) and v.strip() for v in values):
+        return [f"{what}; got {value!r}"]
+    out = []
+    for v in values:
+        if Path(v).is_absolute() or ".." in Path(v).parts:
+            out.append(f"published: {v!r} must be relative to the book root and inside it (e.g. results/full)")
+        elif root is not None and not (Path(root) / v / BUNDLE_MANIFEST).is_file():
+            out.append(f"published: {v!r}: no bundle there ({Path(root) / v / BUNDLE_MANIFEST} is missing); publish "
+                       "runs into it with `python -m cifar_utils.publish --profile <profile>`, or remove the key")
+    return out
+
+
 def validate_profile(profile: dict, notebooks: dict[str, Path], source: str = "profile",
-                     required: list[str] | None = None, subset: bool = False) -> dict[str, dict]:
+                     required: list[str] | None = None, subset: bool = False,
+                     root: Path | str | None = None) -> dict[str, dict]:
     """Check a profile against the notebooks' parameter cells and the RunConfig field rules.
 
     ``notebooks`` maps chapter id -> notebook path; ``required`` lists the chapters that will run,
@@ -127,6 +160,8 @@ def validate_profile(profile: dict, notebooks: dict[str, Path], source: str = "p
     like a RunConfig field (``epochs``, ``source``, ``device``, ``seed``/``seeds``...) are checked
     with :mod:`cifar_utils.config_rules`, the rules ``RunConfig.validate`` uses. Returns chapter id
     -> parameters to inject. Raises one ProfileError listing every problem and what is allowed.
+    ``published`` (the bundles of published runs read beneath the store) must name folders inside the book
+    ``root`` that hold a bundle (checked when ``root`` is given).
     """
     from cifar_utils.config_rules import parameter_problems
 
@@ -135,6 +170,7 @@ def validate_profile(profile: dict, notebooks: dict[str, Path], source: str = "p
         if key not in PROFILE_KEYS:
             problems.append(f"unknown top-level key {key!r}; allowed: {', '.join(PROFILE_KEYS)}")
     problems += _runner_section_problems(profile.get("runner"))
+    problems += _published_problems(profile.get("published"), Path(root) if root is not None else None)
     chapters = profile.get("chapters") or {}
     if not isinstance(chapters, dict):
         raise ProfileError(f"{source}: 'chapters' must map chapter ids to parameter mappings")

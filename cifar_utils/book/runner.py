@@ -20,7 +20,8 @@ from pathlib import Path
 
 import yaml
 
-from .params import RUNNER_PARAMETERS, ProfileError, load_profile, notebook_parameters, validate_profile
+from .params import (RUNNER_PARAMETERS, ProfileError, load_profile, notebook_parameters, published_folders,
+                     validate_profile)
 
 HIDDEN_TAGS = ("parameters", "injected-parameters")
 log = logging.getLogger("cifar_utils.book")
@@ -69,10 +70,19 @@ def runner_settings(profile: dict, cell_timeout: int | None = None,
     return RunnerSettings(cell_timeout=int(cell) if cell else None, start_timeout=int(start))
 
 
-def kernel_environment(root: Path, profile: str) -> dict[str, str]:
-    """Environment variables the chapter kernels get (this process's own environment is unchanged)."""
+#: The bundles of published runs the kernels' stores read beneath ``CIFAR_UTILS_RUNS``
+#: (``cifar_utils.engine.bundle.ENV_VAR``; not imported: this module imports no torch).
+PUBLISHED_ENV = "CIFAR_UTILS_PUBLISHED"
+
+
+def kernel_environment(root: Path, profile: str, published: list[Path] | None = None) -> dict[str, str]:
+    """Environment variables the chapter kernels get (this process's own environment is unchanged): the store
+    (``$CIFAR_UTILS_RUNS``, else ``runs/<profile>``) and the bundles of published runs beneath it
+    (``$CIFAR_UTILS_PUBLISHED`` when set, else the profile's ``published:`` folders, else none)."""
+    layers = os.pathsep.join(str(p) for p in (published or []))
     return {"CIFAR_UTILS_PROGRESS": os.environ.get("CIFAR_UTILS_PROGRESS", "log"),
             "CIFAR_UTILS_RUNS": os.environ.get("CIFAR_UTILS_RUNS", str(Path(root) / "runs" / profile)),
+            PUBLISHED_ENV: os.environ.get(PUBLISHED_ENV, layers),
             STATIC_ENV: "1"}
 
 
@@ -406,10 +416,10 @@ def build_book(root: Path | str = ".", profile: str = "smoke", chapters: str | l
     profile_data = load_profile(profile_path)
     selected = select_chapters(chapter_ids, chapters)
     values = validate_profile(profile_data, notebooks, source=str(profile_path), required=selected,
-                              subset=bool(chapters))
+                              subset=bool(chapters), root=root)
     settings = runner_settings(profile_data, cell_timeout, start_timeout)
 
-    kernel_env = kernel_environment(root, profile)
+    kernel_env = kernel_environment(root, profile, published_folders(profile_data, root))
     interpreter = kernel_interpreter(kernel_name)  # an unknown kernel stops here, before anything is written
     stage_sources(layout)
     for chapter in chapter_ids:  # chapters not re-run keep their last executed copy, else render unexecuted

@@ -7,8 +7,7 @@ from collections.abc import Sequence
 
 import pandas as pd
 
-from ..engine import RunStore
-from ..plan import book_root, default_store
+from ..plan import book_root, store_for
 from .verdicts import ledger
 from .render import table
 
@@ -18,7 +17,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--profile", default="full")
     ap.add_argument("--runs-dir", default=None, help="the store (default: $CIFAR_UTILS_RUNS, else runs/<profile>)")
     args = ap.parse_args(argv)
-    store = RunStore(args.runs_dir or default_store(args.profile))
+    store = store_for(args.profile, args.runs_dir)  # with the profile's published runs beneath
     results = ledger(args.profile, book_root(), store)
     with pd.option_context("display.max_colwidth", 60, "display.width", 200):
         print(table(results)[["claim", "verdict", "reason", "effect", "interval"]].to_string(index=False))

@@ -268,19 +268,17 @@ def equivalent(a: str, b: str, margin: float = EQUIVALENCE_MARGIN, metric: str =
 def pruning_safe(layer: str = "conv3", percent: float = 60, margin: float = EQUIVALENCE_MARGIN) -> Rule:
     """Rule: pruning ``percent`` % of ``layer`` by DessiLBI's order costs less than ``margin`` points of
     test accuracy. Effect = accuracy(unpruned) - accuracy(pruned), points, per seed of arm ``"SLBI"``
-    (the trained model is pruned and restored, :func:`cifar_utils.sparsity.pruning_table`). The drop is
-    measured on one fixed test set, so its uncertainty comes from seeds only: with one seed the noise
-    is unknown and the verdict inconclusive."""
+    (the trained model is pruned and restored: :func:`cifar_utils.sparsity.pruning_results`, the chapter's
+    own tables, read from a published run without its data). The drop is measured on one fixed test set,
+    so its uncertainty comes from seeds only: with one seed the noise is unknown and the verdict
+    inconclusive."""
 
     def rule(runs, spread):
-        from ..sparsity import SLBIPath, pruning_table, test_loader
+        from ..sparsity import pruning_results
 
         drops = []
         for run in runs["SLBI"]:
-            model = run.model
-            order = SLBIPath.from_run(run).order(model, layer)
-            loader = test_loader(run.config, device=next(model.parameters()).device)
-            table = pruning_table(model, layer, order, loader, [0, percent])
+            table = pruning_results(run, layer, [0, percent])
             drops.append(float(table.loc[0, "test_acc"] - table.loc[percent, "test_acc"]))
         effect = statistics.fmean(drops)
         if len(drops) < 2:

@@ -7,7 +7,8 @@ its chapter's, as :mod:`cifar_utils.plan` builds them from the chapter's paramet
 store that differ from those only in the seed (a chapter run with more ``seeds``, or the claims'
 settling seeds trained by ``python -m cifar_utils.train --settle``) join their arm, so every seed trained
 counts. In the smoke profile every verdict is *inconclusive (smoke profile)*, whatever the numbers, so
-nobody mistakes a smoke build for evidence.
+nobody mistakes a smoke build for evidence, except a claim whose runs are all published runs of another
+profile (read from a bundle, :mod:`cifar_utils.engine.bundle`): those are judged on their numbers.
 """
 
 from __future__ import annotations
@@ -105,7 +106,7 @@ def evaluate(claim: Claim, params: Mapping[str, Any], store: RunStore | None = N
                 if name not in names:
                     names.append(name)
     reasons = []
-    if params.get("profile") == "smoke":
+    if params.get("profile") == "smoke" and not _all_published_full(loaded):
         reasons.append("smoke profile")
     if missing:
         reasons.append("missing runs (" + "; ".join(f"{why}: {', '.join(a)}" for why, a in missing.items()) + ")")
@@ -117,6 +118,14 @@ def evaluate(claim: Claim, params: Mapping[str, Any], store: RunStore | None = N
         outcome = Outcome(INCONCLUSIVE, "; ".join(reasons + [f"the rule alone: {outcome.verdict}"]), outcome.effect,
                           outcome.low, outcome.high, outcome.noise)
     return Result(claim, outcome, loaded, cost)
+
+
+def _all_published_full(loaded: Mapping[str, Sequence[Run | None]]) -> bool:
+    """Whether every run behind a claim is a published run of a profile other than smoke (a smoke build may
+    read the full protocol's published runs: their verdicts are theirs to give)."""
+    runs = [r for rs in loaded.values() for r in rs]
+    return bool(runs) and all(r is not None and r.published and r.published.get("profile") not in (None, "smoke")
+                              for r in runs)
 
 
 def chapter_params(chapter: str, namespace: Mapping[str, Any]) -> dict[str, Any]:

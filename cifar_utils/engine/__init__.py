@@ -14,7 +14,8 @@
 * :mod:`cifar_utils.engine.runtime` -- device, precision, channels_last and RNG helpers
   (:func:`resolve_device`...).
 * :class:`Callback` -- hooks into the loop (``after_backward`` / ``after_step`` per step...).
-* :class:`RunStore` / :func:`load_run` / :class:`Run` -- the stored results.
+* :class:`RunStore` / :func:`load_run` / :class:`Run` -- the stored results, and beneath them, read-only,
+  bundles of runs published with the repository (:mod:`cifar_utils.engine.bundle`).
 * :func:`create_loss` / :data:`LOSSES` -- ``ce``, ``bce``, ``mse``, ``huber`` (see
   :mod:`cifar_utils.engine.losses` for exactly what each compares).
 

@@ -16,6 +16,12 @@ in flight leave free (:func:`startable`, the one rule, which :mod:`cifar_utils.p
 Ray gives each task its share as ``num_gpus``. Out of memory: a run that fails with a CUDA out-of-memory
 error (``torch.OutOfMemoryError``) while other runs shared its GPU is not lost: it is queued again to run
 alone (share 1), once (:func:`retry_alone`), and a line says so.
+
+Published runs: a published run (read from a bundle beneath the store, :mod:`cifar_utils.engine.bundle`)
+that lacks the records cannot be moved: it is ignored, with a warning, and the run is trained into the
+local store. :func:`split_done` counts an intact, done run of a bundle beneath the store as done (it is
+loaded, never trained); the runs it leaves to train are trained into the local store only
+(``run(..., published=False)``).
 """
 
 from __future__ import annotations
@@ -77,9 +83,15 @@ def split_done(store: st.RunStore, configs: Sequence[RunConfig], callbacks: Call
         existing = store.get(c)
         if existing is not None and existing.status in st.DONE and check is not None and c.name not in todo \
                 and existing.config is not None and not check(existing):
-            moved = st.move_aside(existing.path)
-            warnings.warn(f"{c.name}: stored without the records its callbacks keep (trained without them, or with "
-                          f"other settings); moved aside to {moved.name} and trained again", st.StoreWarning, stacklevel=3)
+            if existing.published is not None:  # a bundle is read-only: never moved, never written
+                warnings.warn(f"{c.name}: the published run {existing.path} lacks the records its callbacks keep; "
+                              "it is not used, and the run is trained into the local store", st.StoreWarning,
+                              stacklevel=3)
+            else:
+                moved = st.move_aside(existing.path)
+                warnings.warn(f"{c.name}: stored without the records its callbacks keep (trained without them, or "
+                              f"with other settings); moved aside to {moved.name} and trained again", st.StoreWarning,
+                              stacklevel=3)
             existing = None
         if existing is not None and existing.status in st.DONE:
             runs[i] = existing

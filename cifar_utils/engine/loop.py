@@ -210,12 +210,17 @@ def train_epoch(setup: StepSetup, batches: Iterable, state: TrainState | None = 
 
 # --- the entry point -----------------------------------------------------------------------------
 
-def run(config: RunConfig, *, runs_dir: str | Path | None = None, callbacks: Iterable[Callback] = (),
-        progress: bool = True, resume: bool = True, retrain: bool = False) -> st.Run:
+def run(config: RunConfig, *, runs_dir: str | Path | st.RunStore | None = None, callbacks: Iterable[Callback] = (),
+        progress: bool = True, resume: bool = True, retrain: bool = False, published: bool = True) -> st.Run:
     """Train ``config`` (or load / resume it) in the store at ``runs_dir``; return the :class:`Run`.
 
     * A run already **finished** or **diverged** in the store is loaded, not retrained: no hook is
       called, except :meth:`Callback.load_state_dict` with what the stored run's callbacks saved.
+    * A run the local store lacks but a bundle of published runs beneath it holds, intact and done
+      (``RunStore(..., published=...)`` / ``CIFAR_UTILS_PUBLISHED``, :mod:`cifar_utils.engine.bundle`), is
+      loaded from there (with ``published=False``, bundles are not looked at). A damaged bundle run is not
+      used (a warning names its files) and the run trains into the local store; nothing is ever written
+      into a bundle.
     * An unfinished run (killed, failed, interrupted) **resumes** from its last checkpoint, or,
       with ``resume=False``, its folder is moved aside and training restarts from scratch.
     * ``retrain=True`` moves any existing folder aside (``<name>.old-<timestamp>``) and trains anew.
@@ -234,10 +239,14 @@ def run(config: RunConfig, *, runs_dir: str | Path | None = None, callbacks: Ite
     config.validate()
     st.check_settings()  # e.g. a bad CIFAR_UTILS_KEEP_CHECKPOINTS: now, not after training
     cbs = Callbacks(callbacks)
-    store = st.RunStore(runs_dir)
+    store = runs_dir if isinstance(runs_dir, st.RunStore) else st.RunStore(runs_dir)
+    if not published:
+        store = store.local_only()
     path = store.path_for(config)
     if not retrain:  # fast path, no lock and no writes: works on a read-only store
         existing = _existing_run(path, config)
+        if existing is None:
+            existing = store.get_published(config)  # read-only; None if absent or not intact
         if existing is not None and existing.status in st.DONE:
             if cbs.items:
                 cbs.load_state_dicts(existing.callback_states)
@@ -304,7 +313,7 @@ def _fit(config: RunConfig, path: Path, cbs: Callbacks, progress: bool, info: di
     channels_last = resolve_channels_last(config.channels_last, device)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
-    loaders, model, model_args, optimizer, scheduler = _build(config, device, channels_last)
+    loaders, model, model_args, optimizer, scheduler, data = _build(config, device, channels_last)
     stepper, compiled = step_model(model, device, config.compile, config.compile_mode)
     setup = StepSetup(model=model, optimizer=optimizer, loss_fn=create_loss(config.loss), device=device,
                       precision=precision, grad_clip=config.grad_clip, callbacks=cbs, step_model=stepper)
@@ -327,7 +336,7 @@ def _fit(config: RunConfig, path: Path, cbs: Callbacks, progress: bool, info: di
         set_rng_state(ckpt["rng"])
         resumed_from = start_epoch
     info.update(device=str(device), device_name=device_name(device), precision=precision,
-                channels_last=channels_last, model_args=model_args, step_mode=compiled)
+                channels_last=channels_last, model_args=model_args, step_mode=compiled, data=data)
     share = os.environ.get(SHARE_ENV)
     if share:
         info["gpu_share"] = float(share)
@@ -382,7 +391,8 @@ def _fit(config: RunConfig, path: Path, cbs: Callbacks, progress: bool, info: di
 
 def _build(config: RunConfig, device: torch.device, channels_last: bool):
     """The run's loaders, model (with the arguments it was built with), optimizer and scheduler,
-    each seeded as the config says."""
+    each seeded as the config says, and what data copy was loaded (``status.json``'s ``data``: the
+    dataset's name, its ``source`` and the number of images per split)."""
     from cifar_utils.data import make_loaders
     from cifar_utils.models import create_model, model_options
     from cifar_utils.optim import create_optimizer, create_scheduler, optimizer_options
@@ -406,7 +416,9 @@ def _build(config: RunConfig, device: torch.device, channels_last: bool):
     common = {k: getattr(config, k) for k in ("momentum", "weight_decay") if accepted is None or k in accepted}
     optimizer = create_optimizer(config.optimizer, model, lr=config.lr, **common, **dict(config.optimizer_options))
     scheduler = create_scheduler(config.scheduler, optimizer, epochs=config.epochs, **dict(config.scheduler_options))
-    return loaders, model, model_args, optimizer, scheduler
+    data = {"dataset": ds.name, "source": str(ds.source), "train_images": int(len(ds.y_train)),
+            "test_images": int(len(ds.y_test)), "val_images": int(len(ds.y_val)) if ds.y_val is not None else 0}
+    return loaders, model, model_args, optimizer, scheduler, data
 
 
 def _run_epoch(setup: StepSetup, state: TrainState, epoch: int) -> dict[str, Any]:

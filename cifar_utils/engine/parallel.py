@@ -115,7 +115,7 @@ def _worker(config_dict: dict, runs_dir: str, imports: Sequence[str], threads: i
 
         config = RunConfig.from_dict(config_dict)
         cbs = list(callbacks(config)) if callbacks is not None else []
-        return str(run(config, runs_dir=runs_dir, callbacks=cbs, progress=False).path)
+        return str(run(config, runs_dir=runs_dir, callbacks=cbs, progress=False, published=False).path)
     except KeyboardInterrupt:
         if _STOPPING:  # the run is marked interrupted; do not go on to a queued one
             os._exit(128 + signal.SIGTERM)
@@ -185,7 +185,7 @@ BACKENDS = ("local", "ray")
 
 
 
-def run_many(configs: Iterable[RunConfig], *, jobs: int = 1, runs_dir: str | Path | None = None,
+def run_many(configs: Iterable[RunConfig], *, jobs: int = 1, runs_dir: str | Path | st.RunStore | None = None,
              progress: bool = True, imports: Sequence[str] = (),
              callbacks: Callable[[RunConfig], Iterable] | None = None, backend: str = "local",
              ray_address: str | None = None, gpus_per_run: float | Sequence[float] | None = None,
@@ -237,8 +237,8 @@ def run_many(configs: Iterable[RunConfig], *, jobs: int = 1, runs_dir: str | Pat
     if ray_only:
         raise ValueError(f"{', '.join(ray_only)} only apply to backend='ray' (got backend={backend!r})")
     shares = per_run_shares(configs, gpus_per_run, most=1.0)
-    store = st.RunStore(runs_dir)
-    runs, todo = split_done(store, configs, callbacks)
+    store = runs_dir if isinstance(runs_dir, st.RunStore) else st.RunStore(runs_dir)
+    runs, todo = split_done(store, configs, callbacks)  # runs of a bundle beneath the store count as done
     errors: dict[int, str] = {}
     failures: dict[int, tuple[str, str, str]] = {}
 
@@ -255,7 +255,7 @@ def run_many(configs: Iterable[RunConfig], *, jobs: int = 1, runs_dir: str | Pat
             try:
                 config = configs[indices[0]]
                 cbs = list(callbacks(config)) if callbacks is not None else []
-                result = run(config, runs_dir=store.root, callbacks=cbs, progress=progress)
+                result = run(config, runs_dir=store, callbacks=cbs, progress=progress, published=False)
                 for i in indices:
                     runs[i] = result
             except Exception as exc:  # keep going; report at the end

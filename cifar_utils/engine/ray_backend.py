@@ -98,7 +98,7 @@ def _task(config_dict: dict, runs_dir: str, imports: Sequence[str], threads: int
     deadline = time.monotonic() + lock_wait_s
     while True:
         try:
-            result = run(config, runs_dir=runs_dir, progress=False,
+            result = run(config, runs_dir=runs_dir, progress=False, published=False,
                          callbacks=callbacks(config) if callbacks is not None else ())
             break
         except RuntimeError as exc:
@@ -214,7 +214,9 @@ def run_many_ray(configs: Sequence[RunConfig], *, jobs: int, runs_dir: str | Pat
                  cpus_per_run: float | None = None, callbacks: Any = None) -> list[st.Run]:
     """:func:`cifar_utils.engine.run_many` with ``backend="ray"`` (see the module doc); ``configs``
     are validated RunConfigs."""
-    store = st.RunStore(Path(runs_dir if runs_dir is not None else st.RunStore().root).resolve())
+    published = runs_dir.published if isinstance(runs_dir, st.RunStore) else None
+    root = runs_dir.root if isinstance(runs_dir, st.RunStore) else runs_dir
+    store = st.RunStore(Path(root if root is not None else st.RunStore().root).resolve(), published=published)
     per_run = per_run_shares(configs, gpus_per_run) if not isinstance(gpus_per_run, (int, float)) else None
     runs, todo = split_done(store, configs, callbacks)
     errors: dict[int, str] = {}

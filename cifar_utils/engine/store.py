@@ -9,7 +9,8 @@
                         ``created`` / ``updated`` / ``finished`` timestamps (UTC ISO), ``device``,
                         ``device_name``, ``torch_version``, ``wall_seconds`` (training time
                         summed over every session that worked on the run), ``epochs_done``,
-                        ``model_args``, ``error`` / ``diverged_at`` when relevant, and, once the
+                        ``model_args``, ``data`` (the data copy loaded: dataset, ``source``, images
+                        per split), ``error`` / ``diverged_at`` when relevant, and, once the
                         run is done, ``history_sha256`` / ``model_bytes`` (see "Damage" below)
 ``checkpoint.pt``       model, optimizer, scheduler, RNG states, epoch, history, callback states;
                         rewritten after every epoch; removed when the run finishes unless
@@ -41,7 +42,8 @@ before checksums were recorded load as before (unverified). A run whose status s
 ``"interrupted"``.
 
 The root is ``RunStore(root)``, else the ``CIFAR_UTILS_RUNS`` environment variable, else
-``./runs``.
+``./runs``. Beneath it, read-only, a store may read bundles of published runs (``RunStore(root,
+published=[...])``, else ``CIFAR_UTILS_PUBLISHED``): see :mod:`cifar_utils.engine.bundle`.
 """
 
 from __future__ import annotations
@@ -56,7 +58,7 @@ import tempfile
 import threading
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -494,6 +496,9 @@ class Run:
     _model: Any = field(default=None, repr=False)
     _callback_states: Any = field(default=None, repr=False)
     _damaged_files: tuple[str, ...] = field(default=(), repr=False)
+    #: For a run read from a bundle of published runs (:mod:`cifar_utils.engine.bundle`): its
+    #: ``published.json`` (provenance); None for a run of the local store.
+    published: dict | None = field(default=None, repr=False)
 
     def __repr__(self) -> str:
         best = self.best_test_error
@@ -686,6 +691,32 @@ def load_run(path: str | Path) -> Run:
                problems=list(problems.values()), _damaged_files=tuple(problems))
 
 
+def load_published(folder: str | Path):
+    """The published run in ``folder`` (a :class:`~cifar_utils.engine.store.Run` whose ``published`` holds
+    its ``published.json``), or None, with a :class:`StoreWarning` naming every problem, when any file is not
+    as published or the run does not load as done. Reads only."""
+    from .bundle import verify
+
+    folder = Path(folder)
+    meta, problems = verify(folder)
+    if problems:
+        warnings.warn(f"published run {folder} is not used: " + "; ".join(problems)
+                      + ". It is left as it is; a run that needs it is trained into the local store instead",
+                      StoreWarning, stacklevel=3)
+        return None
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", StoreWarning)
+        run = load_run(folder)
+    if run.status not in DONE:
+        why = "; ".join(run.problems) or f"its status is {run.status!r}"
+        warnings.warn(f"published run {folder} is not used: {why}", StoreWarning, stacklevel=3)
+        return None
+    for w in caught:  # anything else load_run said
+        warnings.warn(w.message, w.category, stacklevel=3)
+    run.published = meta
+    return run
+
+
 def repair_run(lock: RunLock, damaged: Run, config: RunConfig) -> Run | None:
     """Deal with a damaged run folder for :func:`cifar_utils.engine.run`, under its ``lock``.
 
@@ -744,33 +775,76 @@ def load_callback_states(path: str | Path) -> dict | None:
 
 
 class RunStore:
-    """A folder of runs (see the module doc for the layout)."""
+    """A folder of runs (see the module doc for the layout), and beneath it, read-only, bundles of
+    published runs (:mod:`cifar_utils.engine.bundle`).
 
-    def __init__(self, root: str | Path | None = None) -> None:
+    ``published``: the bundle folders, searched in order for a run the local folder lacks (default: the
+    ``CIFAR_UTILS_PUBLISHED`` environment variable, ``os.pathsep``-separated; ``()``: none). Every write
+    (training, repairs, moving aside) goes to ``root``; a bundle is never written to."""
+
+    def __init__(self, root: str | Path | None = None, published: "Sequence[str | Path] | None" = None) -> None:
+        from .bundle import layers_from_env
+
         self.root = Path(root if root is not None else os.environ.get(ENV_VAR) or "runs")
+        self.published = layers_from_env() if published is None else tuple(Path(p) for p in published)
 
     def __repr__(self) -> str:
-        return f"RunStore({str(self.root)!r})"
+        extra = f", published={[str(p) for p in self.published]!r}" if self.published else ""
+        return f"RunStore({str(self.root)!r}{extra})"
+
+    def local_only(self) -> "RunStore":
+        """The same store without its published layers (where runs are trained)."""
+        return RunStore(self.root, published=())
 
     def path_for(self, config: RunConfig) -> Path:
+        """Where ``config``'s run lives in the local store (where it is trained)."""
         return self.root / config.name
 
     def get(self, config: RunConfig) -> Run | None:
-        """The stored run for ``config`` (any status, ``"damaged"`` included), or None."""
+        """The stored run for ``config`` (any status, ``"damaged"`` included): the local one when its folder
+        exists, else a published one that is intact and done (:meth:`get_published`), else None."""
         path = self.path_for(config)
-        return load_run(path) if (path / CONFIG_FILE).is_file() else None
+        if (path / CONFIG_FILE).is_file():
+            return load_run(path)
+        return self.get_published(config)
+
+    def get_published(self, config: RunConfig) -> Run | None:
+        """``config``'s run from the first bundle that has it intact (a damaged or edited one is skipped with
+        a :class:`StoreWarning` naming its files), or None."""
+        for layer in self.published:
+            folder = Path(layer) / config.name
+            if folder.is_dir():
+                run = load_published(folder)
+                if run is not None and run.config is not None and run.config.to_dict() != config.to_dict():
+                    _warn(f"published run {folder} holds another config than {config.name} asks for (a key "
+                          "collision, or the config format changed); not used")
+                elif run is not None:
+                    return run
+        return None
 
     def list(self, status: str | None = None) -> list[Run]:
-        """All runs in the store (folders moved aside by ``retrain`` are skipped), by name.
+        """All runs in the store (folders moved aside by ``retrain`` are skipped), by name: the local ones,
+        then the published ones the local store does not shadow (intact ones only).
         Damaged runs are listed with status ``"damaged"`` (and a warning each)."""
-        if not self.root.is_dir():
-            return []
+        from .bundle import bundle_runs
+
         runs = []
-        for path in sorted(self.root.iterdir()):
-            if path.is_dir() and ".old-" not in path.name and (path / CONFIG_FILE).is_file():
-                run = load_run(path)
-                if status is None or run.status == status:
-                    runs.append(run)
+        if self.root.is_dir():
+            for path in sorted(self.root.iterdir()):
+                if path.is_dir() and ".old-" not in path.name and (path / CONFIG_FILE).is_file():
+                    run = load_run(path)
+                    if status is None or run.status == status:
+                        runs.append(run)
+        seen = {p.name for p in self.root.iterdir() if (p / CONFIG_FILE).is_file()} if self.root.is_dir() else set()
+        for layer in self.published:
+            for name in bundle_runs(layer):
+                if name in seen:
+                    continue
+                run = load_published(Path(layer) / name)
+                if run is not None:
+                    seen.add(name)
+                    if status is None or run.status == status:
+                        runs.append(run)
         return runs
 
     def frame(self, status: str | None = None):
