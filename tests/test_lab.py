@@ -142,6 +142,25 @@ def test_every_chapter_of_the_real_book_can_be_prepared(tmp_path, monkeypatch):
     assert "epochs = 2" in injected(json.loads((tmp_path / "_build/lab/smoke/book/01_architectures.ipynb").read_text()))
 
 
+def test_a_profiles_published_bundle_reaches_the_lab_kernels_as_the_runners(book, monkeypatch):
+    """A profile with ``published:`` (bundles of runs beneath the store): the lab's kernels get the same
+    CIFAR_UTILS_PUBLISHED as make book's, and the report names it."""
+    from cifar_utils.book.params import load_profile, published_folders
+    from cifar_utils.book.runner import PUBLISHED_ENV, kernel_environment
+
+    monkeypatch.delenv(PUBLISHED_ENV, raising=False)
+    (book / "results" / "test").mkdir(parents=True)
+    (book / "results" / "test" / "MANIFEST.json").write_text('{"runs": []}')
+    (book / "params" / "pub.yaml").write_text((book / "params" / "test.yaml").read_text()
+                                              + "published: results/test\n")
+    plan = lab.prepare_lab(book, "pub")
+    runner = kernel_environment(book, "pub", published_folders(load_profile(book / "params" / "pub.yaml"), book))
+    assert plan.published == runner[PUBLISHED_ENV] == str((book / "results" / "test").resolve())
+    assert f"published runs beneath it: {plan.published}" in plan.report()
+    assert lab.lab_environment(plan.store, published=plan.published, base={})[PUBLISHED_ENV] == plan.published
+    assert lab.prepare_lab(book, "test").published == ""  # none: the layer is off, as in make book
+
+
 def test_lab_environment_makes_explorers_live_and_names_the_store(tmp_path):
     env = lab.lab_environment(tmp_path / "runs", jupyter_dirs=tmp_path / "j", base={"CIFAR_UTILS_STATIC": "1",
                                                                                     "JUPYTER_PATH": "/x"})

@@ -13,7 +13,8 @@ they are, a chapter would start hours of training. So the lab opens copies, writ
   tagged ``injected-parameters``, ``cifar_utils.book.runner.kernel_parameters``).
 
 Either way a chapter run cell by cell gets the book's parameters, and its runs come from the store the
-runner used: ``CIFAR_UTILS_RUNS`` when set, else ``runs/<profile>`` (the server's kernels inherit it).
+runner used: ``CIFAR_UTILS_RUNS`` when set, else ``runs/<profile>``, with the profile's bundles of published
+runs beneath it (``CIFAR_UTILS_PUBLISHED``, as the runner sets it; the server's kernels inherit both).
 Finished runs are loaded, not retrained; a run the store lacks is trained as in ``make book``.
 ``CIFAR_UTILS_STATIC`` is set to ``0`` in the kernels, so the explorers are live widgets.
 
@@ -43,8 +44,9 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from .params import ProfileError, load_profile, notebook_parameters, validate_profile
-from .runner import STATIC_ENV, BookLayout, kernel_environment, kernel_interpreter, kernel_parameters, toc_notebooks
+from .params import ProfileError, load_profile, notebook_parameters, published_folders, validate_profile
+from .runner import (PUBLISHED_ENV, STATIC_ENV, BookLayout, kernel_environment, kernel_interpreter, kernel_parameters,
+                     toc_notebooks)
 
 #: Seconds JupyterLab may take to start answering (a cold start on a loaded 2-core machine takes ~10).
 START_TIMEOUT_S = 120
@@ -103,6 +105,7 @@ class LabPlan:
     store: Path
     runs: dict[str, int]  # status -> count in the store
     notebooks: list[LabNotebook]
+    published: str = ""  # the bundles of published runs beneath the store, as the runner passes them (os.pathsep)
 
     @property
     def finished(self) -> int:
@@ -112,13 +115,16 @@ class LabPlan:
         """What a person needs to know before running a chapter: profile, store, which copies."""
         lines = [f"profile {self.profile!r}: notebooks in {self.folder / 'book'}",
                  f"results store: {self.store} (CIFAR_UTILS_RUNS in the kernels)"]
+        if self.published:
+            lines.append(f"published runs beneath it: {self.published} ({PUBLISHED_ENV} in the kernels)")
         if self.finished:
             counts = ", ".join(f"{n} {s}" for s, n in sorted(self.runs.items()))
             lines.append(f"  {counts}: a chapter loads its finished runs instead of training them")
         else:
             cost = "minutes on this CPU" if self.profile == "smoke" else "hours, with a GPU"
+            beyond = " beyond the published ones" if self.published else ""
             lines.append(f"  WARNING: no finished run there yet (no `make book PROFILE={self.profile}` so far?): "
-                         f"running a chapter would train its runs ({cost}). Build the book first: "
+                         f"running a chapter would train its runs{beyond} ({cost}). Build the book first: "
                          f"make book PROFILE={self.profile}")
         for nb in self.notebooks:
             what = {"executed": "the last build's executed copy (outputs included)",
@@ -186,8 +192,10 @@ def prepare_lab(root: Path | str = ".", profile: str = "smoke", fresh: bool = Fa
     profile_path = root / "params" / f"{profile}.yaml"
     summaries = [c for c, p in notebooks.items() if "executed_dir" in notebook_parameters(p)]
     chapters = [c for c in notebooks if c not in summaries]
-    values = validate_profile(load_profile(profile_path), notebooks, source=str(profile_path), required=chapters)
+    profile_data = load_profile(profile_path)
+    values = validate_profile(profile_data, notebooks, source=str(profile_path), required=chapters, root=root)
     store = runs_store(root, profile)
+    published = kernel_environment(root, profile, published_folders(profile_data, root))[PUBLISHED_ENV]
     folder = lab_dir(layout.out, profile)
     manifest_path = folder / MANIFEST
     manifest = _read(manifest_path) or {}
@@ -211,7 +219,7 @@ def prepare_lab(root: Path | str = ".", profile: str = "smoke", fresh: bool = Fa
         written.append(LabNotebook(chapter, dest, origin))
     folder.mkdir(parents=True, exist_ok=True)
     manifest_path.write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
-    return LabPlan(root, profile, folder, store, stored_runs(store), written)
+    return LabPlan(root, profile, folder, store, stored_runs(store), written, published)
 
 
 # --- the server ------------------------------------------------------------------------------------
@@ -223,12 +231,16 @@ def free_port(host: str = "127.0.0.1") -> int:
         return s.getsockname()[1]
 
 
-def lab_environment(store: Path, jupyter_dirs: Path | None = None, base: dict[str, str] | None = None) -> dict[str, str]:
-    """The server's environment (its kernels inherit it): the store, live widgets, and, when
+def lab_environment(store: Path, jupyter_dirs: Path | None = None, base: dict[str, str] | None = None,
+                    published: str | None = None) -> dict[str, str]:
+    """The server's environment (its kernels inherit it): the store, the published bundles beneath it
+    (``published``, as :attr:`LabPlan.published`; None leaves the variable as it is), live widgets, and, when
     ``jupyter_dirs`` is given, Jupyter's config/data/runtime and JupyterLab's settings/workspaces folders
     inside it (a test leaves the user's own untouched and unused)."""
     env = dict(os.environ if base is None else base)
     env["CIFAR_UTILS_RUNS"] = str(store)
+    if published is not None:
+        env[PUBLISHED_ENV] = published
     env[STATIC_ENV] = "0"  # live explorers (the runner's kernels get 1)
     if jupyter_dirs is not None:
         for var, sub in (("JUPYTER_CONFIG_DIR", "config"), ("JUPYTER_DATA_DIR", "data"),
@@ -434,8 +446,9 @@ def main(argv: list[str] | None = None) -> int:
         print("error: JupyterLab is not installed in this Python; `make lab` installs it "
               "(pip install -e '.[book,lab]')", file=sys.stderr)
         return 2
-    server = LabServer(plan.folder, env=lab_environment(plan.store), port=args.port or None, host=args.ip,
-                       log=plan.folder / "jupyterlab.log", start_timeout=args.start_timeout)
+    server = LabServer(plan.folder, env=lab_environment(plan.store, published=plan.published),
+                       port=args.port or None, host=args.ip, log=plan.folder / "jupyterlab.log",
+                       start_timeout=args.start_timeout)
 
     def _stop_asked(_signum, _frame):
         # the first Ctrl-C or SIGTERM stops; later ones (a second Ctrl-C, the copy `make` or `timeout` passes
