@@ -3,10 +3,10 @@ LeNet, SLBI and SGD), and one seed says little (SLBI's final accuracy varies by 
 to seed at the report's settings). These tables give each run, then the mean, standard deviation and range
 over the runs that enter the means, and say which runs are left out and why.
 
-Which runs enter the means: :func:`status` names what happened to a run and :func:`included` decides. Today
-a run enters when it finished; a run stuck at chance (a "collapsed" run) is to be named here as well, by the
-engine's detector (the issue "Chapter 6's LeNet through the engine"), and left out of the means with the
-reason in the ``status`` column: :func:`status` is the one place to plug it in.
+Which runs enter the means: :func:`status` names what happened to a run and :func:`included` decides. A run
+enters when it finished and did not collapse; a run stuck at chance for several epochs (the engine's detector,
+:mod:`cifar_utils.engine.health`) is named "collapsed ..." in the ``status`` column and left out of the means,
+so that a bad seed is not mistaken for a bad method (or hidden in an average).
 """
 
 from __future__ import annotations
@@ -21,12 +21,14 @@ from .engine import Run
 
 
 def status(run: Run) -> str:
-    """What happened to a run, in a table's words (``finished``, ``diverged``, ``failed``...)."""
-    return run.status
+    """What happened to a run, in a table's words (``finished``, ``diverged``, ``failed``..., or
+    ``collapsed (at chance, ... from epoch k to the end)`` for a run the engine's detector flags)."""
+    found = run.collapse if run.status in ("finished", "diverged") else None
+    return found.describe() if found is not None else run.status
 
 
 def included(run: Run) -> bool:
-    """Whether the run enters the means over seeds: it finished (see the module doc)."""
+    """Whether the run enters the means over seeds: it finished and did not collapse (see the module doc)."""
     return status(run) == "finished" and any(r.get("test_acc") is not None for r in run.history)
 
 

@@ -7,6 +7,7 @@ from collections.abc import Mapping, Sequence
 
 import pandas as pd
 
+from . import replicates
 from .engine import Run
 
 COLUMNS = ["model", "params_m", "gflops", "reported_error", "reproduced_error", "std", "difference",
@@ -91,7 +92,7 @@ def results_table(runs: Mapping[str, Sequence[Run]], reported: Mapping[str, floa
         selected = [e["val_selected"] for e in errors if e["val_selected"] is not None]
         mean = statistics.fmean(bests) if bests else None
         rep = reported.get(model)
-        statuses = sorted({r.status for r in model_runs})
+        statuses = sorted({replicates.status(r) for r in model_runs})  # names a collapsed run as such
         rows.append({
             "model": model,
             "params_m": float(summary.loc[model, "params"]) / 1e6 if summary is not None and model in summary.index else None,
@@ -144,7 +145,7 @@ def sweep_table(runs: Mapping[str, Run]) -> pd.DataFrame:
                      "best_test_acc": max(test_acc) if test_acc else None,
                      "final_train_loss": train_loss[-1] if train_loss else None,
                      "mean_train_loss": statistics.fmean(train_loss) if train_loss else None,
-                     "test_jitter": jitter, "epochs": len(run.history), "status": run.status})
+                     "test_jitter": jitter, "epochs": len(run.history), "status": replicates.status(run)})
     return pd.DataFrame(rows)
 
 
@@ -242,7 +243,7 @@ def best_model_table(runs: Mapping[str, Run], labels: Mapping[str, str], reporte
                      "reproduced_error": final, "best_error": run.best_test_error,
                      "reproduced_accuracy": 100.0 - final if final is not None else None,
                      "epochs": len(run.history), "wall_time": _hms(run.wall_seconds),
-                     "device": str(run.device or "-"), "status": run.status})
+                     "device": str(run.device or "-"), "status": replicates.status(run)})
     return pd.DataFrame(rows)
 
 
@@ -308,8 +309,9 @@ def lr_grid_table(grid: Mapping[str, Mapping[float, Run]]) -> pd.DataFrame:
 # --- chapter 6 -------------------------------------------------------------------------------------
 
 def run_comparison(runs: Mapping[str, Run], last: int = 5) -> pd.DataFrame:
-    """Per run: final and best test accuracy, and the mean and standard deviation of the test accuracy
-    over the ``last`` epochs (the spread says how much one epoch's number wobbles)."""
+    """Per run: final and best test accuracy, the mean and standard deviation of the test accuracy over the
+    ``last`` epochs (the spread says how much one epoch's number wobbles), and its ``status`` (a collapsed run
+    is named so, see :func:`cifar_utils.replicates.status`)."""
     if last < 1:
         raise ValueError(f"last must be >= 1, got {last!r}")
     rows = []
@@ -318,7 +320,7 @@ def run_comparison(runs: Mapping[str, Run], last: int = 5) -> pd.DataFrame:
         tail = pd.Series(accs[-last:], dtype=float)
         rows.append({"run": label, "epochs": len(accs), "final_acc": accs[-1] if accs else None,
                      "best_acc": max(accs) if accs else None, f"mean_last_{last}": tail.mean() if accs else None,
-                     f"std_last_{last}": tail.std(ddof=0) if accs else None})
+                     f"std_last_{last}": tail.std(ddof=0) if accs else None, "status": replicates.status(run)})
     return pd.DataFrame(rows).set_index("run")
 
 

@@ -417,7 +417,8 @@ def _build(config: RunConfig, device: torch.device, channels_last: bool):
     optimizer = create_optimizer(config.optimizer, model, lr=config.lr, **common, **dict(config.optimizer_options))
     scheduler = create_scheduler(config.scheduler, optimizer, epochs=config.epochs, **dict(config.scheduler_options))
     data = {"dataset": ds.name, "source": str(ds.source), "train_images": int(len(ds.y_train)),
-            "test_images": int(len(ds.y_test)), "val_images": int(len(ds.y_val)) if ds.y_val is not None else 0}
+            "test_images": int(len(ds.y_test)), "val_images": int(len(ds.y_val)) if ds.y_val is not None else 0,
+            "num_classes": len(ds.classes)}
     return loaders, model, model_args, optimizer, scheduler, data
 
 
@@ -466,6 +467,10 @@ def _save_progress(path: Path, info: dict, history: list[dict], wall: float, **f
     if str(info.get("device", "")).startswith("cuda") and torch.cuda.is_initialized():
         info["peak_memory_bytes"] = max(int(info.get("peak_memory_bytes") or 0),
                                         int(torch.cuda.max_memory_allocated(torch.device(info["device"]))))
+    from .health import collapse
+
     st.atomic_write_json(history, path / st.HISTORY_FILE)
-    info.update(updated=st.now_iso(), wall_seconds=wall, epochs_done=len(history), **fields)
+    found = collapse(history, num_classes=int((info.get("data") or {}).get("num_classes") or 10))
+    info.update(updated=st.now_iso(), wall_seconds=wall, epochs_done=len(history),
+                collapse=found.as_dict() if found else None, **fields)
     st.atomic_write_json(info, path / st.STATUS_FILE)

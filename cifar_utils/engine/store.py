@@ -512,6 +512,16 @@ class Run:
         return self.path.name
 
     @property
+    def collapse(self):
+        """A :class:`~cifar_utils.engine.health.Collapse` when the run sat at chance for several epochs
+        (one class predicted, training loss at ln(classes)), else None. Computed from the history, so
+        runs stored before the detector existed are judged too; ``status.json`` records it as well."""
+        from .health import collapse
+
+        classes = (self.info.get("data") or {}).get("num_classes") or 10
+        return collapse(self.history, num_classes=int(classes))
+
+    @property
     def callback_states(self) -> dict | None:
         """What callbacks with a ``state_dict`` saved, by callback key (None if nothing)."""
         if self._callback_states is None:
