@@ -86,11 +86,14 @@ def plain_loop(config: RunConfig, *, progress: Callable[[dict], None] | None = N
 # --- the comparison ------------------------------------------------------------------------------------
 
 def outcome(history: Sequence[Mapping]) -> dict[str, Any]:
-    """One run's figures: final and epoch-1 test accuracy, epochs, and its collapse (or None)."""
+    """One run's figures: final and epoch-1 test accuracy, epochs, its collapse (the run ended at chance) or
+    None, and ``recovered`` (a stretch at chance it recovered from) or None."""
     accs = [float(r["test_acc"]) for r in history if r.get("test_acc") is not None]
     found = collapse(history)
+    ended = found is not None and found.to_end
     return {"final": accs[-1] if accs else None, "epoch1": accs[0] if accs else None, "epochs": len(accs),
-            "collapse": found.describe() if found else None}
+            "collapse": found.describe() if ended else None,
+            "recovered": found.describe() if found is not None and not ended else None}
 
 
 def arm_summary(finals: Mapping[int, Mapping[str, Any]]) -> dict[str, Any]:

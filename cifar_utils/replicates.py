@@ -21,15 +21,21 @@ from .engine import Run
 
 
 def status(run: Run) -> str:
-    """What happened to a run, in a table's words (``finished``, ``diverged``, ``failed``..., or
-    ``collapsed (at chance, ... from epoch k to the end)`` for a run the engine's detector flags)."""
+    """What happened to a run, in a table's words (``finished``, ``diverged``, ``failed``...; ``collapsed (at
+    chance, ... from epoch k to the end)`` for a run that ended collapsed, ``finished; recovered from a
+    collapse (...)`` for one that sat at chance for a while and then learned: see
+    :func:`cifar_utils.engine.health.collapse`)."""
     found = run.collapse if run.status in ("finished", "diverged") else None
-    return found.describe() if found is not None else run.status
+    if found is None:
+        return run.status
+    return found.describe() if found.to_end else f"{run.status}; {found.describe()}"
 
 
 def included(run: Run) -> bool:
-    """Whether the run enters the means over seeds: it finished and did not collapse (see the module doc)."""
-    return status(run) == "finished" and any(r.get("test_acc") is not None for r in run.history)
+    """Whether the run enters the means over seeds: it finished and did not end collapsed (see the module doc);
+    a run that recovered from a collapse enters (its status says so)."""
+    return (run.status == "finished" and status(run).startswith("finished")
+            and any(r.get("test_acc") is not None for r in run.history))
 
 
 def included_runs(runs: Sequence[Run]) -> list[Run]:

@@ -44,14 +44,17 @@ def test_one_or_two_bad_epochs_or_a_low_but_learning_run_are_not_a_collapse():
     assert collapse(history([12, 12, 12, 50], [1.5, 1.4, 1.3, 1.0])) is None
     assert collapse(history([97.2, 97.3, 97.2])) is None  # low, not collapsed
     assert collapse(history([11.35])) is None  # one epoch says nothing
-    assert collapse(history([11.35, 11.35], [LN10, LN10])) is not None  # a 2-epoch run entirely at chance
+    assert collapse(history([11.35, 11.35], [LN10, LN10])) is None  # a smoke run that has not learned yet
 
 
 def test_a_recovered_stretch_is_named_with_its_length():
     h = history([11.35] * 4 + [96, 97], [LN10] * 4 + [0.2, 0.1])
     found = collapse(h)
     assert found.first_epoch == 1 and found.epochs == 4 and not found.to_end
-    assert "for 4 epochs" in found.describe()
+    assert found.describe() == "recovered from a collapse (at chance for 4 epochs from epoch 1)"
+    run = fake([r["test_acc"] for r in h], [r["train_loss"] for r in h])
+    assert replicates.status(run) == "finished; recovered from a collapse (at chance for 4 epochs from epoch 1)"
+    assert replicates.included(run)  # its final accuracy is a result like any other
 
 
 def test_chance_depends_on_the_number_of_classes_and_bad_input_is_refused():

@@ -31,8 +31,9 @@ class Collapse:
     accuracy: float  # the last collapsed epoch's test accuracy (percent)
 
     def describe(self) -> str:
-        span = "to the end" if self.to_end else f"for {self.epochs} epochs"
-        return f"collapsed (at chance, {self.accuracy:.2f} %, from epoch {self.first_epoch} {span})"
+        if self.to_end:
+            return f"collapsed (at chance, {self.accuracy:.2f} %, from epoch {self.first_epoch} to the end)"
+        return f"recovered from a collapse (at chance for {self.epochs} epochs from epoch {self.first_epoch})"
 
     def as_dict(self) -> dict:
         return {"first_epoch": self.first_epoch, "epochs": self.epochs, "to_end": self.to_end,
@@ -52,13 +53,16 @@ def at_chance(record: Mapping, num_classes: int = 10) -> bool:
 
 
 def collapse(history: Sequence[Mapping], num_classes: int = 10, min_epochs: int = MIN_EPOCHS) -> Collapse | None:
-    """The run's longest stretch of ``min_epochs`` or more epochs at chance (the latest if tied), or None.
-    A run shorter than ``min_epochs`` counts as collapsed when all its epochs are at chance and it has at
-    least two (a smoke run of one epoch is never called collapsed)."""
+    """The run's longest stretch of ``min_epochs`` or more epochs at chance (the latest if tied), or None. A
+    stretch that lasts to the last epoch is a collapse (the run ended at chance); an earlier one, a collapse
+    the run recovered from (``to_end`` False: its final accuracy is a result like any other). A run of fewer
+    than ``min_epochs`` epochs (a smoke run that has not learned yet) is never called collapsed."""
     if num_classes < 2:
         raise ValueError(f"num_classes must be >= 2, got {num_classes!r}")
+    if min_epochs < 1:
+        raise ValueError(f"min_epochs must be >= 1, got {min_epochs!r}")
     flags = [at_chance(r, num_classes) for r in history]
-    need = min(min_epochs, max(len(flags), 2))
+    need = min_epochs
     best: tuple[int, int] | None = None  # (start index, length)
     start = None
     for i, flag in enumerate([*flags, False]):
