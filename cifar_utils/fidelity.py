@@ -129,11 +129,13 @@ def compare(engine: Mapping[int, Mapping[str, Any]], loop: Mapping[int, Mapping[
 
 
 def verdict(c: Mapping[str, Any]) -> str:
-    """In words: ``not worse`` when the interval of engine - loop contains 0 or lies above it, ``worse`` when
-    it lies wholly below 0, ``unknown`` without an interval."""
+    """In words: ``engine worse`` when the 95 % interval of engine - loop lies wholly below 0, ``engine better``
+    when wholly above, ``no significant difference`` when it contains 0, ``unknown`` without an interval."""
     if c.get("low") is None:
         return "unknown"
-    return "worse" if c["high"] < 0 else "not worse"
+    if c["high"] < 0:
+        return "engine worse"
+    return "engine better" if c["low"] > 0 else "no significant difference"
 
 
 def rates(result: Mapping[str, Any]) -> dict[str, dict[str, int]]:
@@ -178,7 +180,7 @@ def rates_sentence(result: Mapping[str, Any] | None) -> str:
                     f"{comp['high']:+.2f}, {comp.get('verdict', verdict(comp))})")
         parts.append(f"{name}: {_pct(r['collapsed'], r['runs'])} runs collapsed and {_pct(r['low'], r['runs'])} "
                      f"ended {LOW_MARGIN:g} point or more below the median{tail}")
-    when = result.get("finished_at") or result.get("updated") or "?"
+    when = result.get("finished_at") or f"NOT FINISHED, {len(result.get('runs') or {})} runs so far, {result.get('updated', '?')}"
     return (f"How often this protocol goes wrong, measured by `bench/slbi_fidelity.py` ({result.get('seeds_per_side', '?')} "
             f"seeds a side, engine and plain loop, {result.get('epochs', '?')} epochs, {result.get('device', 'CPU')}, "
             f"{when}): " + "; ".join(parts) + ". A low or collapsed seed is the protocol's instability at lr "
