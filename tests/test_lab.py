@@ -286,6 +286,11 @@ def test_after_the_smoke_book_a_lab_chapter_loads_its_runs_and_trains_nothing(sm
     before = store_snapshot(runs_dir)
     copy = plan.folder / "book" / "06_dessilbi.ipynb"
     nb = nbformat.read(copy, as_version=4)
+    # the kernel's environment as the lab's server gives it (the store and the profile's published bundles:
+    # the smoke profile's chapter 6 reads its LeNet runs from results/full), only headless
+    for name, value in lab.lab_environment(plan.store, published=plan.published).items():
+        monkeypatch.setenv(name, value)
+    assert "results" in plan.published, plan.published  # params/smoke.yaml: published: results/full
     monkeypatch.setenv("CIFAR_UTILS_STATIC", "1")  # headless: static figures (see cifar_utils.widgets.live_widgets)
     monkeypatch.setenv("CIFAR_UTILS_PROGRESS", "log")
     NotebookClient(nb, timeout=900, kernel_name="python3", resources={"metadata": {"path": str(copy.parent)}}).execute()
