@@ -96,14 +96,19 @@ def outcome(history: Sequence[Mapping]) -> dict[str, Any]:
             "recovered": found.describe() if found is not None and not ended else None}
 
 
+def _used(outcomes: Mapping[int, Mapping[str, Any]]) -> dict[int, float]:
+    """Seed -> final accuracy of the runs that enter the means: they have one and did not collapse."""
+    return {s: o["final"] for s, o in outcomes.items() if o["collapse"] is None and o["final"] is not None}
+
+
 def arm_summary(finals: Mapping[int, Mapping[str, Any]]) -> dict[str, Any]:
     """Per seed outcomes -> the arm's figures: ``n``; over the runs that did not collapse the mean, std,
     min, max and median of the final accuracy and the mean epoch-1 accuracy; the seeds that collapsed and
     those that ended low (:data:`LOW_MARGIN` or more below the median)."""
-    ok = {s: o for s, o in finals.items() if o["collapse"] is None and o["final"] is not None}
-    values = [o["final"] for o in ok.values()]
+    ok = _used(finals)
+    values = list(ok.values())
     median = statistics.median(values) if values else None
-    low = sorted(s for s, o in ok.items() if median is not None and o["final"] <= median - LOW_MARGIN)
+    low = sorted(s for s, final in ok.items() if median is not None and final <= median - LOW_MARGIN)
     return {"n": len(finals), "used": len(values),
             "mean": statistics.fmean(values) if values else None,
             "std": statistics.stdev(values) if len(values) > 1 else None,
@@ -114,11 +119,10 @@ def arm_summary(finals: Mapping[int, Mapping[str, Any]]) -> dict[str, Any]:
 
 
 def compare(engine: Mapping[int, Mapping[str, Any]], loop: Mapping[int, Mapping[str, Any]]) -> dict[str, Any]:
-    """Engine minus loop: difference of mean final accuracy over the runs that did not collapse, its 95 %
-    interval (Welch), and whether the engine's mean lies within the loop's interval of the mean."""
+    """Engine minus loop: each arm's :func:`arm_summary`, the difference of mean final accuracy over the runs
+    that did not collapse, its 95 % interval (Welch) and the :func:`verdict` in words."""
     a, b = arm_summary(engine), arm_summary(loop)
-    ea = [o["final"] for o in engine.values() if o["collapse"] is None and o["final"] is not None]
-    lb = [o["final"] for o in loop.values() if o["collapse"] is None and o["final"] is not None]
+    ea, lb = list(_used(engine).values()), list(_used(loop).values())
     out: dict[str, Any] = {"engine": a, "loop": b, "difference": None, "low": None, "high": None, "noise": None}
     if ea and lb:
         effect, half, noise = difference(ea, lb, None)

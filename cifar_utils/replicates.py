@@ -34,7 +34,8 @@ def status(run: Run) -> str:
 def included(run: Run) -> bool:
     """Whether the run enters the means over seeds: it finished and did not end collapsed (see the module doc);
     a run that recovered from a collapse enters (its status says so)."""
-    return (run.status == "finished" and status(run).startswith("finished")
+    found = run.collapse if run.status == "finished" else None
+    return (run.status == "finished" and not (found is not None and found.to_end)
             and any(r.get("test_acc") is not None for r in run.history))
 
 

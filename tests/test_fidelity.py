@@ -10,7 +10,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 
 from cifar_utils import fidelity, replicates, tables
 from cifar_utils.engine import Run, RunConfig, run
@@ -150,7 +149,6 @@ def test_plain_loop_trains_lenet_on_the_sample_and_follows_the_step_schedule():
     config = RunConfig(model="lenet", dataset="mnist", optimizer="sgd", lr=0.05, momentum=0.9, batch_size=64,
                        epochs=3, scheduler="step", scheduler_options={"step_size": 2, "gamma": 0.1}, augment=False,
                        source="sample", train_size=256, test_size=128, seed=3)
-    torch.set_num_threads(1)
     h = fidelity.plain_loop(config)
     assert [r["epoch"] for r in h] == [1, 2, 3]
     assert [r["lr"] for r in h] == pytest.approx([0.05, 0.05, 0.005])
